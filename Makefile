@@ -1,0 +1,41 @@
+# pppml-jax: the two commands a new user runs are `make run` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+OUT     ?= runs/quickstart
+CONFIG  ?= configs/quickstart.yaml
+
+.PHONY: run test lint format bench install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip<26"
+
+# Reinstall when the lock file or the project metadata changes.
+$(STAMP): $(BIN)/python constraints.txt pyproject.toml
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[fhe,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/pppml run $(CONFIG) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/client_throughput.py
+	$(BIN)/python benchmarks/secure_aggregation.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
