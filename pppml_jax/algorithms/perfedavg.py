@@ -6,7 +6,8 @@ client ``i`` with independent batches ``D`` (``batch_a``), ``D'`` (``batch_b``) 
 
     w~ = w - alpha * grad f(w; D);   g = grad f(w~; D')
     fo:    w <- w - beta * g
-    hf:    w <- w - beta * (g - alpha * d),  d = [grad f(w + delta g; D'') - grad f(w - delta g; D'')] / (2 delta)
+    hf:    w <- w - beta * (g - alpha * d),
+           d = [grad f(w + delta g; D'') - grad f(w - delta g; D'')] / (2 delta)
     exact: w <- w - beta * (I - alpha * Hess f(w; D'')) g
 
 "exact" computes the Hessian-vector product with ``jax.jvp`` of ``jax.grad``; no Hessian is

@@ -1,0 +1,127 @@
+"""Clients with unequal sample counts, stacked into one padded block with per-client counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class ClientBlock(NamedTuple):
+    """Every client's examples padded to one length, as FedJAX's ``ClientBlock``.
+
+    Attributes:
+      data: dict of ``[K, N, ...]`` numpy arrays (K clients, N = the largest client's count or
+        more); rows ``>= num_examples[k]`` of client ``k`` are zero padding and never read.
+      num_examples: ``[K]`` int32, each client's number of real examples.
+    """
+
+    data: dict[str, np.ndarray]
+    num_examples: np.ndarray
+
+    @property
+    def num_clients(self) -> int:
+        return int(self.num_examples.shape[0])
+
+    @property
+    def capacity(self) -> int:
+        """The padded length N of the examples axis."""
+        return int(next(iter(self.data.values())).shape[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``[K, N]`` bool, True on real examples (the per-example mask)."""
+        return np.arange(self.capacity)[None, :] < self.num_examples[:, None]
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> ClientBlock:
+        """The block of clients ``indices`` (in that order)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return ClientBlock({k: v[idx] for k, v in self.data.items()}, self.num_examples[idx])
+
+
+def _client_length(client: Mapping[str, np.ndarray], index: int, what: str) -> int:
+    lengths = {key: np.shape(value)[0] if np.ndim(value) else None for key, value in client.items()}
+    if any(n is None for n in lengths.values()):
+        scalar = [k for k, n in lengths.items() if n is None]
+        raise ValueError(
+            f"{what}[{index}] has scalar entries {scalar}: "
+            "every entry needs a leading examples axis"
+        )
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            f"{what}[{index}] entries disagree on the number of examples: {lengths}; "
+            "every array of one client must have the same leading length"
+        )
+    return next(iter(lengths.values()))
+
+
+def stack_clients(
+    clients: Sequence[Mapping[str, np.ndarray]],
+    *,
+    capacity: int | None = None,
+    what: str = "clients",
+    allow_empty: bool = False,
+) -> ClientBlock:
+    """Stacks a list of per-client dicts of arrays into a zero-padded :class:`ClientBlock`.
+
+    Args:
+      clients: one dict per client, all with the same keys; each value ``[n_k, ...]`` with the
+        same trailing shape and dtype across clients; ``n_k`` may differ between clients.
+      capacity: pad the examples axis to this length (default: the largest ``n_k``). Padding
+        further never changes a result; it lets differently sized federations share a program.
+      what: the argument's name, used in error messages.
+      allow_empty: accept clients with no examples (test splits may be empty).
+
+    Returns:
+      The padded block.
+
+    Raises:
+      ValueError: on an empty list, mismatched keys, trailing shapes or dtypes, an empty client,
+        or a ``capacity`` smaller than the largest client.
+    """
+    if len(clients) == 0:
+        raise ValueError(f"{what} is empty: pass at least one client")
+    keys = sorted(clients[0].keys())
+    if not keys:
+        raise ValueError(f"{what}[0] has no arrays")
+    lengths = []
+    for k, client in enumerate(clients):
+        if not isinstance(client, Mapping):
+            raise ValueError(
+                f"{what}[{k}] is a {type(client).__name__}; each client must be a dict of arrays"
+            )
+        if sorted(client.keys()) != keys:
+            raise ValueError(
+                f"{what}[{k}] has keys {sorted(client.keys())} but {what}[0] has {keys}; "
+                "all clients need the same keys"
+            )
+        n = _client_length(client, k, what)
+        if n == 0 and not allow_empty:
+            raise ValueError(f"{what}[{k}] has no examples; drop it or give it data")
+        lengths.append(n)
+    longest = max(lengths)
+    if capacity is None:
+        capacity = max(longest, 1)
+    elif capacity < longest:
+        raise ValueError(f"capacity={capacity} is smaller than the largest client ({longest})")
+    data = {}
+    for key in keys:
+        first = np.asarray(clients[0][key])
+        trailing, dtype = first.shape[1:], first.dtype
+        out = np.zeros((len(clients), capacity, *trailing), dtype=dtype)
+        for k, client in enumerate(clients):
+            value = np.asarray(client[key])
+            if value.shape[1:] != trailing:
+                raise ValueError(
+                    f"{what}[{k}][{key!r}] has per-example shape {value.shape[1:]} but "
+                    f"{what}[0][{key!r}] has {trailing}"
+                )
+            if value.dtype != dtype:
+                raise ValueError(
+                    f"{what}[{k}][{key!r}] has dtype {value.dtype} but {what}[0][{key!r}] has "
+                    f"{dtype}; cast them to one dtype"
+                )
+            out[k, : value.shape[0]] = value
+        data[key] = out
+    return ClientBlock(data, np.asarray(lengths, dtype=np.int32))

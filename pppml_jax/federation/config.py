@@ -1,0 +1,148 @@
+"""The federation's hyper-parameters as one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import optax
+
+from pppml_jax.algorithms.perfedavg import VARIANTS
+
+ALGORITHMS = ("local", "fedavg", "perfedavg", "pppml")
+EXECUTIONS = ("auto", "vmap", "loop")
+MODEL_STATE_MODES = ("local", "average")
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    """Everything that defines a federated run apart from the model, loss and data.
+
+    Attributes:
+      algorithm: "local" (each client trains alone), "fedavg", "perfedavg" or "pppml"
+        (Per-FedAvg whose aggregation runs through cyclic secure aggregation).
+      rounds: number of communication rounds.
+      local_steps: tau, local optimizer steps per client per round.
+      batch_size: examples per batch.
+      lr: local step size of "local" and "fedavg" (and the default of alpha and beta).
+      alpha: Per-FedAvg's inner step and the personalization step size (default: lr).
+      beta: Per-FedAvg's outer step size (default: lr).
+      variant: Per-FedAvg variant, "fo" | "hf" | "exact".
+      delta: finite-difference radius of the "hf" variant.
+      local_optimizer: "sgd", "adam" or an ``optax.GradientTransformation`` used as given. A
+        name is built with step size lr ("local", "fedavg") or beta ("perfedavg", "pppml").
+      server_lr: step size of the default server optimizer ``optax.sgd(server_lr)`` applied to
+        the pseudo-gradient ``theta - mean_i theta_i``; 1.0 makes the new model the weighted mean.
+      server_optimizer: an optax transformation replacing the default (then server_lr is unused).
+      clients_per_round: clients sampled per round: None (all), an int, or a fraction in (0, 1].
+      execution: "vmap" (all sampled clients in one program), "loop" (a Python loop over one
+        jitted client function) or "auto" (loop on CPU, vmap elsewhere). Same results.
+      unroll: unroll the local steps in the compiled program (True) or use a rolled lax.scan.
+      model_state_mode: what happens to model state such as BatchNorm statistics: "local" (each
+        client keeps its own, never sent; as in the paper and FedBN) or "average" (aggregated
+        with the same weights as the parameters).
+      personalize_steps: SGD steps of size alpha on the client's training data before the
+        personalized evaluation.
+      eval_every: evaluate every this many rounds (and always after the last).
+      eval_batch_size: test examples evaluated per chunk.
+      secure: options of ``pppml_jax.secure.cyclic_aggregate`` ({"backend": "bfv", ...}); when
+        given, every round's aggregation goes through the ring. "pppml" without it uses
+        ``DEFAULT_SECURE``.
+      seed: the one seed every random choice of the run derives from.
+    """
+
+    algorithm: str = "fedavg"
+    rounds: int = 10
+    local_steps: int = 5
+    batch_size: int = 16
+    lr: float = 0.05
+    alpha: float | None = None
+    beta: float | None = None
+    variant: str = "fo"
+    delta: float = 1e-3
+    local_optimizer: Any = "sgd"
+    server_lr: float = 1.0
+    server_optimizer: optax.GradientTransformation | None = None
+    clients_per_round: int | float | None = None
+    execution: str = "auto"
+    unroll: bool = True
+    model_state_mode: str = "local"
+    personalize_steps: int = 1
+    eval_every: int = 1
+    eval_batch_size: int = 256
+    secure: Mapping[str, Any] | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise ValueError(message)
+
+        need(
+            self.algorithm in ALGORITHMS,
+            f"algorithm={self.algorithm!r} is unknown; use one of {', '.join(ALGORITHMS)}",
+        )
+        need(
+            self.execution in EXECUTIONS,
+            f"execution={self.execution!r} is unknown; use one of {', '.join(EXECUTIONS)}",
+        )
+        need(
+            self.variant in VARIANTS,
+            f"variant={self.variant!r} is unknown; use one of {', '.join(VARIANTS)}",
+        )
+        need(
+            self.model_state_mode in MODEL_STATE_MODES,
+            f"model_state_mode={self.model_state_mode!r} is unknown; use one of "
+            f"{', '.join(MODEL_STATE_MODES)}",
+        )
+        for name in ("rounds", "local_steps", "batch_size", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")
+        need(
+            isinstance(self.personalize_steps, int) and self.personalize_steps >= 0,
+            f"personalize_steps={self.personalize_steps!r} must be an integer >= 0",
+        )
+        for name in ("lr", "alpha", "beta", "delta", "server_lr"):
+            value = getattr(self, name)
+            need(value is None or float(value) > 0, f"{name}={value!r} must be > 0")
+        cpr = self.clients_per_round
+        need(
+            cpr is None
+            or (isinstance(cpr, int) and cpr >= 1)
+            or (isinstance(cpr, float) and 0 < cpr <= 1),
+            f"clients_per_round={cpr!r} must be None, an int >= 1 or a fraction in (0, 1]",
+        )
+        need(
+            isinstance(self.local_optimizer, optax.GradientTransformation)
+            or self.local_optimizer in ("sgd", "adam"),
+            f"local_optimizer={self.local_optimizer!r} must be 'sgd', 'adam' or an "
+            "optax.GradientTransformation",
+        )
+        need(
+            self.secure is None or isinstance(self.secure, Mapping),
+            f"secure={self.secure!r} must be None or a dict of cyclic_aggregate options",
+        )
+        if self.algorithm == "local":
+            need(self.secure is None, "algorithm='local' sends nothing: drop the secure options")
+        need(isinstance(self.seed, int), f"seed={self.seed!r} must be an int")
+
+    @property
+    def is_meta(self) -> bool:
+        """True for Per-FedAvg-based algorithms (perfedavg, pppml)."""
+        return self.algorithm in ("perfedavg", "pppml")
+
+    @property
+    def inner_lr(self) -> float:
+        """alpha: Per-FedAvg's inner step and the personalization step size."""
+        return float(self.alpha if self.alpha is not None else self.lr)
+
+    @property
+    def outer_lr(self) -> float:
+        """The local optimizer's step size: beta for Per-FedAvg, lr otherwise."""
+        if self.is_meta:
+            return float(self.beta if self.beta is not None else self.lr)
+        return float(self.lr)
+
+    def replace(self, **changes: Any) -> FederationConfig:
+        return dataclasses.replace(self, **changes)
