@@ -13,6 +13,7 @@ from pppml_jax.algorithms.perfedavg import VARIANTS
 ALGORITHMS = ("local", "fedavg", "perfedavg", "pppml")
 EXECUTIONS = ("auto", "vmap", "loop")
 MODEL_STATE_MODES = ("local", "average")
+DATA_PLACEMENTS = ("auto", "device", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,15 @@ class FederationConfig:
         personalized evaluation.
       eval_every: evaluate every this many rounds (and always after the last).
       eval_batch_size: test examples evaluated per chunk.
+      chunk_size: clients trained per compiled program in vmap execution (None: every sampled
+        client at once). Updates are summed chunk by chunk, so memory is bounded by the chunk,
+        not the federation; rounded up to a multiple of the number of devices.
+      devices: devices the clients axis is sharded over in vmap execution (None: all devices of
+        all processes; 1: no sharding).
+      data_placement: "device" (every client's data stays on the device(s)), "host" (only the
+        chunk being trained is sent, each round) or "auto" (device up to
+        ``device_data_limit_mb`` of training and test data, host beyond).
+      device_data_limit_mb: the "auto" placement's threshold in MiB.
       secure: options of ``pppml_jax.secure.cyclic_aggregate`` ({"backend": "bfv", ...}); when
         given, every round's aggregation goes through the ring. "pppml" without it uses
         ``DEFAULT_SECURE``.
@@ -71,6 +81,10 @@ class FederationConfig:
     personalize_steps: int = 1
     eval_every: int = 1
     eval_batch_size: int = 256
+    chunk_size: int | None = None
+    devices: int | None = None
+    data_placement: str = "auto"
+    device_data_limit_mb: float = 1024.0
     secure: Mapping[str, Any] | None = None
     seed: int = 0
 
@@ -96,6 +110,17 @@ class FederationConfig:
             f"model_state_mode={self.model_state_mode!r} is unknown; use one of "
             f"{', '.join(MODEL_STATE_MODES)}",
         )
+        need(
+            self.data_placement in DATA_PLACEMENTS,
+            f"data_placement={self.data_placement!r} is unknown; use one of "
+            f"{', '.join(DATA_PLACEMENTS)}",
+        )
+        for name in ("chunk_size", "devices"):
+            value = getattr(self, name)
+            need(
+                value is None or (isinstance(value, int) and value >= 1),
+                f"{name}={value!r} must be None or an integer >= 1",
+            )
         for name in ("rounds", "local_steps", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")

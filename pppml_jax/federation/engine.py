@@ -1,24 +1,28 @@
 """The federated round: sample clients, train them (vmap or loop), aggregate, step the server.
 
 A :class:`Federation` binds a loss, the clients' data and a :class:`FederationConfig` into
-pure, jitted programs over an explicit :class:`FederationState`:
+jitted programs over an explicit, immutable :class:`FederationState`::
 
     fed = Federation(loss_fn, clients, config, eval_fn=eval_fn, test_clients=tests)
     state = fed.init(params)
-    state, info = fed.round(state)          # a new state; the old one is never modified
+    state, info = fed.round(state)          # a new state; the old one stays valid
     metrics = fed.evaluate(state)           # global and personalized metric per client
 
-With ``execution="vmap"`` one compiled program trains every sampled client, averages and steps
-the server. With ``"loop"`` a Python loop calls one compiled client program per client and a
-second program aggregates; both give the same results (to float round-off). With secure
-aggregation the clients' updates leave the device, go around the ring on the host, and the
-decrypted mean comes back to the server step.
+Execution. ``"vmap"`` trains the sampled clients in chunks of ``chunk_size`` (default: all of
+them) with one compiled program per chunk, the clients axis sharded over a device mesh
+(:mod:`placement`); with a single chunk and no secure aggregation, training, averaging and the
+server step are one program. ``"loop"`` calls one compiled client program per client. Updates
+are summed as they come (``sum_i w_i u_i`` and ``sum_i w_i``), so memory is bounded by one
+chunk, not by the federation. With secure aggregation the updates leave the device, go around
+the ring on the host, and the decrypted mean comes back to the server step.
+
+Failures. Nothing is committed until the round has succeeded: a round that raises leaves the
+state it was given untouched (working copies are what the compiled programs update in place).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -35,10 +39,11 @@ from pppml_jax.algorithms.client_update import (
     perfedavg_rule,
     sgd_rule,
 )
-from pppml_jax.federation.aggregation import all_finite, client_deltas, server_step, weighted_mean
+from pppml_jax.federation.aggregation import all_finite, client_deltas, server_step
 from pppml_jax.federation.clients import ClientBlock, stack_clients
 from pppml_jax.federation.config import FederationConfig
-from pppml_jax.federation.sampling import sample_clients
+from pppml_jax.federation.placement import Placement, to_host
+from pppml_jax.federation.sampling import num_sampled, sample_clients
 from pppml_jax.federation.state import FederationState
 from pppml_jax.typing import Params
 
@@ -93,16 +98,32 @@ def _local_optimizer(config: FederationConfig) -> optax.GradientTransformation:
     return make(config.outer_lr)
 
 
-def _stack_results(results: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
-
-
 def _take(tree: Any, index: Any) -> Any:
-    return jax.tree.map(lambda x: x[index], tree)
+    """Rows ``index`` of every leaf; out-of-range rows (dummy clients) read the last row."""
+    return jax.tree.map(lambda x: jnp.take(x, index, axis=0, mode="clip"), tree)
 
 
 def _broadcast(tree: Any, count: int) -> Any:
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *jnp.shape(x))), tree)
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _block_bytes(block: ClientBlock | None) -> int:
+    return 0 if block is None else sum(v.nbytes for v in block.data.values())
+
+
+class _Work(NamedTuple):
+    """What the programs of one round update in place (donated): never the caller's state."""
+
+    total: Any  # {"params": ..., ["model_state": ...]}: sum_i w_i * update_i, float32
+    weight: jax.Array  # [] float32: sum_i w_i
+    loss: jax.Array  # [] float32: sum_i w_i * loss_i
+    finite: jax.Array  # [] bool: every trained client's model is finite so far
+    client_params: Params | None  # [K, ...] per-client models ("local")
+    client_model_state: Any  # [K, ...] per-client model state (model_state_mode "local")
 
 
 class Federation:
@@ -140,38 +161,13 @@ class Federation:
             clients if isinstance(clients, ClientBlock) else stack_clients(clients, what="clients")
         )
         self.num_clients = self.train_block.num_clients
-        self.test_block = None
-        if test_clients is not None:
-            block = (
-                test_clients
-                if isinstance(test_clients, ClientBlock)
-                else stack_clients(test_clients, what="test_clients", allow_empty=True)
-            )
-            if block.num_clients != self.num_clients:
-                raise ValueError(
-                    f"test_clients has {block.num_clients} clients but clients has "
-                    f"{self.num_clients}; give one test split per client"
-                )
-            chunk = min(config.eval_batch_size, block.capacity)
-            padded = -(-block.capacity // chunk) * chunk
-            if padded != block.capacity:
-                extra = padded - block.capacity
-                block = ClientBlock(
-                    {
-                        k: np.pad(v, [(0, 0), (0, extra)] + [(0, 0)] * (v.ndim - 2))
-                        for k, v in block.data.items()
-                    },
-                    block.num_examples,
-                )
-            self.test_block = block
-            self._eval_chunk = chunk
+        self.test_block = self._prepare_test_block(test_clients)
         if stateful:
             self._loss = loss_fn
             self._eval = eval_fn
         else:
             self._loss = lambda p, s, b: (loss_fn(p, b), s)
             self._eval = None if eval_fn is None else (lambda p, s, b: eval_fn(p, b))
-
         rule = (
             perfedavg_rule(alpha=config.inner_lr, variant=config.variant, delta=config.delta)
             if config.is_meta
@@ -192,13 +188,53 @@ class Federation:
                 config.secure if config.secure is not None else DEFAULT_SECURE
             )
         self._base_key = jax.random.key(config.seed)
-        self._train_data = jax.device_put(self.train_block.data)
-        self._train_counts = jnp.asarray(self.train_block.num_examples)
         self._weights_all = self.train_block.num_examples.astype(np.float32)
-        if self.test_block is not None:
-            self._test_data = jax.device_put(self.test_block.data)
-            self._test_counts = jnp.asarray(self.test_block.num_examples)
+
+        if self.execution == "vmap":
+            self.placement = Placement(config.devices)
+            devices = self.placement.num_devices
+        else:
+            self.placement = Placement(1)
+            devices = 1
+        sampled = num_sampled(self.num_clients, config.clients_per_round)
+        chunk = min(config.chunk_size or sampled, sampled)
+        self.chunk_size = -(-chunk // devices) * devices if self.execution == "vmap" else 1
+        data_bytes = _block_bytes(self.train_block) + _block_bytes(self.test_block)
+        placement = config.data_placement
+        if placement == "auto":
+            limit = config.device_data_limit_mb * 2**20
+            placement = "device" if data_bytes <= limit else "host"
+        self.data_placement = placement
+        if placement == "device":
+            put = self.placement.put_replicated
+            self._resident = {"train": put(self.train_block)}
+            if self.test_block is not None:
+                self._resident["test"] = put(self.test_block)
         self._build_programs()
+
+    def _prepare_test_block(self, test_clients) -> ClientBlock | None:
+        if test_clients is None:
+            return None
+        block = (
+            test_clients
+            if isinstance(test_clients, ClientBlock)
+            else stack_clients(test_clients, what="test_clients", allow_empty=True)
+        )
+        if block.num_clients != self.num_clients:
+            raise ValueError(
+                f"test_clients has {block.num_clients} clients but clients has "
+                f"{self.num_clients}; give one test split per client"
+            )
+        self._eval_chunk = min(self.config.eval_batch_size, block.capacity)
+        padded = -(-block.capacity // self._eval_chunk) * self._eval_chunk
+        if padded == block.capacity:
+            return block
+        extra = padded - block.capacity
+        data = {
+            k: np.pad(v, [(0, 0), (0, extra)] + [(0, 0)] * (v.ndim - 2))
+            for k, v in block.data.items()
+        }
+        return ClientBlock(data, block.num_examples)
 
     # ----------------------------------------------------------------------------- state
     @property
@@ -208,6 +244,10 @@ class Federation:
     @property
     def _per_client_state(self) -> bool:
         return self.stateful and self.config.model_state_mode == "local"
+
+    @property
+    def _averages_state(self) -> bool:
+        return self.stateful and self.config.model_state_mode == "average"
 
     def init(self, params: Params, model_state: Any = None) -> FederationState:
         """The state before the first round.
@@ -220,8 +260,9 @@ class Federation:
             raise ValueError("stateful=True needs the initial model_state (e.g. batch_stats)")
         if not self.stateful and model_state is not None:
             raise ValueError("model_state was given but stateful=False; pass stateful=True")
-        params = jax.tree.map(jnp.asarray, params)
-        model_state = None if model_state is None else jax.tree.map(jnp.asarray, model_state)
+        put = self.placement.put_replicated
+        params = put(jax.tree.map(np.asarray, params))
+        model_state = None if model_state is None else put(jax.tree.map(np.asarray, model_state))
         k = self.num_clients
         return FederationState(
             round=0,
@@ -233,76 +274,131 @@ class Federation:
         )
 
     # ----------------------------------------------------------------------------- programs
-    def _start(self, state_params, state_model_state, client_params, client_state, index):
-        """The model and model state client(s) ``index`` start from (index: int or [m])."""
-        params = _take(client_params, index) if self._per_client_params else state_params
-        mstate = _take(client_state, index) if self._per_client_state else state_model_state
-        return params, mstate
+    def _start(self, params, model_state, client_params, client_model_state, ids):
+        """The model and model state client(s) ``ids`` start from (ids: scalar or [C])."""
+        if self._per_client_params:
+            params = _take(client_params, ids)
+        if self._per_client_state:
+            model_state = _take(client_model_state, ids)
+        return params, model_state
 
     def _updates(self, results: ClientResult, params, model_state) -> dict:
         """What each client sends: its parameter delta (and state delta when averaging)."""
         updates = {"params": client_deltas(results.params, params)}
-        if self.stateful and self.config.model_state_mode == "average":
+        if self._averages_state:
             updates["model_state"] = client_deltas(results.model_state, model_state)
         return updates
 
-    def _apply(self, state_tuple, index, results: ClientResult, mean_update):
-        """The new (params, model_state, opt_state, client_params, client_state)."""
-        params, model_state, opt_state, client_params, client_state = state_tuple
-        if self._per_client_params:
-            client_params = jax.tree.map(
-                lambda all_, new: all_.at[index].set(new), client_params, results.params
-            )
-        else:
-            params, opt_state = server_step(
-                self._server_opt, params, opt_state, mean_update["params"]
-            )
-            if "model_state" in mean_update:
-                model_state = jax.tree.map(jnp.add, model_state, mean_update["model_state"])
-        if self._per_client_state:
-            client_state = jax.tree.map(
-                lambda all_, new: all_.at[index].set(new), client_state, results.model_state
-            )
-        return params, model_state, opt_state, client_params, client_state
+    def _train_rows(self, state, work: _Work, data, counts, ids, keys, weights, gather, batched):
+        """Trains clients ``ids`` and folds their results into ``work``.
 
-    def _build_programs(self) -> None:
-        update = self._client_update
-
-        def train_many(state_tuple, data_all, counts_all, index, keys):
-            params, mstate = self._start(state_tuple[0], state_tuple[1], *state_tuple[3:], index)
+        ``batched``: ids, keys and weights are ``[C]`` and the clients are vmapped; else scalars.
+        ``gather``: ``data``/``counts`` hold every client (rows ``ids``); else just these clients.
+        Returns the new work and the stacked ``[C]`` updates, losses and finiteness flags.
+        """
+        keys = jax.random.wrap_key_data(keys)
+        if gather:
+            data, counts = _take(data, ids), _take(counts, ids)
+        params, mstate = self._start(
+            state.params, state.model_state, work.client_params, work.client_model_state, ids
+        )
+        if batched:
             p_axis = 0 if self._per_client_params else None
             s_axis = 0 if self._per_client_state else None
-            data = _take(data_all, index)
-            return jax.vmap(update, in_axes=(p_axis, s_axis, 0, 0, 0))(
-                params, mstate, data, counts_all[index], keys
+            results = jax.vmap(self._client_update, in_axes=(p_axis, s_axis, 0, 0, 0))(
+                params, mstate, data, counts, keys
             )
+        else:
+            results = jax.tree.map(
+                lambda x: x[None], self._client_update(params, mstate, data, counts, keys)
+            )
+            ids, weights = ids[None], weights[None]
+        finite = jax.vmap(all_finite)(results.params) | (weights == 0)
+        client_params, client_mstate = work.client_params, work.client_model_state
+        if self._per_client_params:
+            client_params = jax.tree.map(
+                lambda a, n: a.at[ids].set(n, mode="drop"), client_params, results.params
+            )
+        if self._per_client_state:
+            client_mstate = jax.tree.map(
+                lambda a, n: a.at[ids].set(n, mode="drop"), client_mstate, results.model_state
+            )
+        updates = (
+            None
+            if self._per_client_params
+            else self._updates(results, state.params, state.model_state)
+        )
+        w = weights.astype(jnp.float32)
+        total = work.total
+        if updates is not None:
+            total = jax.tree.map(
+                lambda t, u: t + jnp.tensordot(w, u.astype(jnp.float32), axes=1), total, updates
+            )
+        new_work = _Work(
+            total=total,
+            weight=work.weight + jnp.sum(w),
+            loss=work.loss + jnp.sum(w * results.loss),
+            finite=work.finite & jnp.all(finite),
+            client_params=client_params,
+            client_model_state=client_mstate,
+        )
+        return new_work, updates, results.loss, finite
 
-        def train_one(state_tuple, data_all, counts_all, k, key):
-            params, mstate = self._start(state_tuple[0], state_tuple[1], *state_tuple[3:], k)
-            return update(params, mstate, _take(data_all, k), counts_all[k], key)
+    def _finish(self, state: FederationState, work: _Work, mean=None):
+        """The new state's arrays from the round's work (and the ring's mean, if secure)."""
+        params, model_state, opt_state = state.params, state.model_state, state.server_opt_state
+        if not self._per_client_params:
+            if mean is None:
+                mean = jax.tree.map(
+                    lambda t, p: (t / work.weight).astype(p.dtype),
+                    work.total,
+                    self._update_template(state),
+                )
+            params, opt_state = server_step(self._server_opt, params, opt_state, mean["params"])
+            if self._averages_state:
+                model_state = jax.tree.map(jnp.add, model_state, mean["model_state"])
+        return (params, model_state, opt_state, work.client_params, work.client_model_state)
 
-        def mean_and_apply(state_tuple, index, results, weights):
-            updates = self._updates(results, state_tuple[0], state_tuple[1])
-            mean = weighted_mean(updates, weights)
-            return self._apply(state_tuple, index, results, mean)
+    def _update_template(self, state: FederationState) -> dict:
+        template = {"params": state.params}
+        if self._averages_state:
+            template["model_state"] = state.model_state
+        return template
 
-        def vmap_round(state_tuple, data_all, counts_all, index, keys, weights):
-            results = train_many(state_tuple, data_all, counts_all, index, keys)
-            finite = jax.vmap(all_finite)(results.params)
-            new = mean_and_apply(state_tuple, index, results, weights)
-            return results.loss, finite, new
+    def _new_work(self, state: FederationState) -> _Work:
+        total = jax.tree.map(
+            lambda x: jnp.zeros(jnp.shape(x), jnp.float32), self._update_template(state)
+        )
+        if self._per_client_params:
+            total = {}
+        return _Work(
+            total=total,
+            weight=jnp.zeros((), jnp.float32),
+            loss=jnp.zeros((), jnp.float32),
+            finite=jnp.ones((), bool),
+            client_params=_copy(state.client_params),
+            client_model_state=_copy(state.client_model_state),
+        )
 
-        def updates_of(state_tuple, results):
-            return self._updates(results, state_tuple[0], state_tuple[1])
+    def _build_programs(self) -> None:
+        def fused(state, data, counts, ids, keys, weights, gather):
+            work, _, _, finite = self._train_rows(
+                state, self._new_work(state), data, counts, ids, keys, weights, gather, True
+            )
+            return self._finish(state, work), work.loss / work.weight, finite
 
-        self._vmap_round = jax.jit(vmap_round)
-        self._train_many = jax.jit(train_many)
-        self._train_one = jax.jit(train_one)
-        self._mean_and_apply = jax.jit(mean_and_apply)
-        self._updates_of = jax.jit(updates_of)
-        self._apply_mean = jax.jit(self._apply)
-        self._finite_many = jax.jit(jax.vmap(all_finite))
-        self._eval_one = jax.jit(self._eval_client_indexed)
+        def step(state, work, data, counts, ids, keys, weights, gather, batched, collect):
+            work, updates, losses, finite = self._train_rows(
+                state, work, data, counts, ids, keys, weights, gather, batched
+            )
+            return work, (updates if collect else None), losses, finite
+
+        self._fused = jax.jit(fused, static_argnames=("gather",))
+        self._step = jax.jit(
+            step, static_argnames=("gather", "batched", "collect"), donate_argnames=("work",)
+        )
+        self._finish_jit = jax.jit(self._finish)
+        self._eval_rows_jit = jax.jit(self._eval_rows, static_argnames=("gather", "batched"))
         self._personalize_jit = jax.jit(self._personalize)
 
     # ----------------------------------------------------------------------------- round
@@ -310,9 +406,11 @@ class Federation:
         """The PRNG key of round ``round_index`` (0-based)."""
         return jax.random.fold_in(self._base_key, round_index)
 
-    def _client_keys(self, round_index: int, stream: int, ids: np.ndarray) -> jax.Array:
+    def _client_keys(self, round_index: int, stream: int, ids: np.ndarray) -> np.ndarray:
+        """``[len(ids), 2]`` uint32 key data: fold_in(fold_in(round key, stream), client id)."""
         base = jax.random.fold_in(self.round_key(round_index), stream)
-        return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.int32))
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.int32))
+        return np.asarray(jax.random.key_data(keys))
 
     def sampled_clients(self, round_index: int) -> np.ndarray:
         """Ids of the clients taking part in round ``round_index`` (ascending)."""
@@ -323,66 +421,107 @@ class Federation:
             round_index=round_index,
         )
 
-    def _train(self, state_tuple, ids: np.ndarray, keys: jax.Array) -> ClientResult:
-        if self.execution == "vmap":
-            return self._train_many(
-                state_tuple, self._train_data, self._train_counts, jnp.asarray(ids), keys
+    def _chunks(self, ids: np.ndarray, key_data: np.ndarray, split: str = "train"):
+        """Yields ``(real, ids, keys, weights, data, counts, gather)`` per chunk of clients.
+
+        Chunks of vmap execution are padded with dummy clients (id K, weight 0) to one size, so
+        one compiled program serves every chunk; loop execution yields single clients.
+        """
+        block = self.train_block if split == "train" else self.test_block
+        size = self.chunk_size
+        for start in range(0, len(ids), size):
+            real = ids[start : start + size]
+            keys = key_data[start : start + size]
+            if self.execution == "loop":
+                k = int(real[0])
+                weight = np.float32(self._weights_all[k])
+                if self.data_placement == "device":
+                    data, counts = self._resident[split]
+                    yield real, np.int32(k), keys[0], weight, data, counts, True
+                else:
+                    data = {n: v[k] for n, v in block.data.items()}
+                    yield real, np.int32(k), keys[0], weight, data, block.num_examples[k], False
+                continue
+            pad = size - len(real)
+            padded_ids = np.concatenate([real, np.full(pad, self.num_clients)]).astype(np.int32)
+            padded_keys = np.concatenate([keys, np.repeat(keys[:1], pad, axis=0)])
+            weights = np.concatenate([self._weights_all[real], np.zeros(pad, np.float32)])
+            put = self.placement.put_clients
+            if self.data_placement == "device":
+                data, counts = self._resident[split]
+                gather = True
+            else:
+                rows = np.minimum(padded_ids, self.num_clients - 1)
+                data = put({n: v[rows] for n, v in block.data.items()})
+                counts = put(block.num_examples[rows])
+                gather = False
+            yield (
+                real,
+                put(padded_ids),
+                put(padded_keys),
+                put(weights.astype(np.float32)),
+                data,
+                counts,
+                gather,
             )
-        results = [
-            self._train_one(state_tuple, self._train_data, self._train_counts, int(k), keys[j])
-            for j, k in enumerate(ids)
-        ]
-        return _stack_results(results)
 
     def round(self, state: FederationState) -> tuple[FederationState, RoundInfo]:
         """Runs round ``state.round`` and returns the new state and what happened.
 
         Raises:
           RoundError: a client's update is not finite, or the secure aggregation failed; the
-            given ``state`` is untouched (JAX arrays are immutable) and can be used again.
+            given ``state`` is untouched and can be used again.
         """
         start = time.perf_counter()
         r = int(state.round)
         ids = self.sampled_clients(r)
-        keys = self._client_keys(r, _TRAIN_STREAM, ids)
-        weights = jnp.asarray(self._weights_all[ids])
-        index = jnp.asarray(ids)
-        state_tuple = (
-            state.params,
-            state.model_state,
-            state.server_opt_state,
-            state.client_params,
-            state.client_model_state,
-        )
+        key_data = self._client_keys(r, _TRAIN_STREAM, ids)
         secure_stats = None
-        if self.execution == "vmap" and self.secure_options is None:
-            losses, finite, new = self._vmap_round(
-                state_tuple, self._train_data, self._train_counts, index, keys, weights
-            )
-            self._check_finite(r, ids, finite)
+        one_chunk = self.execution == "vmap" and len(ids) <= self.chunk_size
+        if one_chunk and self.secure_options is None:
+            (_, cid, keys, weights, data, counts, gather) = next(self._chunks(ids, key_data))
+            new, loss, finite = self._fused(state, data, counts, cid, keys, weights, gather)
+            self._check_finite(r, ids, to_host(finite)[: len(ids)])
         else:
-            results = self._train(state_tuple, ids, keys)
-            self._check_finite(r, ids, self._finite_many(results.params))
-            losses = results.loss
-            if self.secure_options is None:
-                new = self._mean_and_apply(state_tuple, index, results, weights)
+            collect = self.secure_options is not None
+            work, collected, flags = self._new_work(state), [], []
+            for real, cid, keys, weights, data, counts, gather in self._chunks(ids, key_data):
+                work, updates, _, finite = self._step(
+                    state,
+                    work,
+                    data,
+                    counts,
+                    cid,
+                    keys,
+                    weights,
+                    gather=gather,
+                    batched=self.execution == "vmap",
+                    collect=collect,
+                )
+                flags.append((real, finite))
+                if collect:
+                    host = to_host(updates)
+                    collected += [jax.tree.map(lambda x, j=j: x[j], host) for j in range(len(real))]
+            finite = np.concatenate([to_host(f)[: len(real)] for real, f in flags])
+            self._check_finite(r, ids, finite)
+            loss = work.loss / work.weight
+            if collect:
+                mean, secure_stats = self._secure_mean(r, collected, ids)
+                new = self._finish_jit(state, work, mean)
             else:
-                mean, secure_stats = self._secure_mean(r, state_tuple, results, ids)
-                new = self._apply_mean(state_tuple, index, results, mean)
+                new = self._finish_jit(state, work)
         jax.block_until_ready(new)
-        losses = np.asarray(losses, dtype=np.float64)
-        w = self._weights_all[ids].astype(np.float64)
         info = RoundInfo(
             round=r + 1,
             seconds=time.perf_counter() - start,
-            train_loss=float(np.sum(w * losses) / np.sum(w)),
+            train_loss=float(to_host(loss)),
             clients=tuple(int(i) for i in ids),
             secure=secure_stats,
         )
         return FederationState(r + 1, *new), info
 
-    def _check_finite(self, r: int, ids: np.ndarray, finite: jax.Array) -> None:
-        finite = np.asarray(finite)
+    def _check_finite(self, r: int, ids: np.ndarray, finite: np.ndarray) -> None:
+        finite = np.asarray(finite, bool)
         if not finite.all():
             bad = [int(i) for i in ids[~finite]]
             raise RoundError(
@@ -390,31 +529,24 @@ class Federation:
                 "federation state is unchanged. Lower the learning rate or check their data."
             )
 
-    def _secure_mean(self, r: int, state_tuple, results: ClientResult, ids: np.ndarray):
+    def _secure_mean(self, r: int, updates: list, ids: np.ndarray):
         """Sends every client's update around the ring on the host; returns the decrypted mean."""
         from pppml_jax import secure  # host layer, imported only when used
 
-        if self._per_client_params:
-            raise RoundError("algorithm 'local' aggregates nothing; secure options do not apply")
-        updates = jax.device_get(self._updates_of(state_tuple, results))
-        per_client = [
-            jax.tree.map(lambda x, j=j: np.asarray(x[j]), updates) for j in range(len(ids))
-        ]
         weights = [float(w) for w in self._weights_all[ids]]
-        options = dict(self.secure_options)
         try:
             res = secure.cyclic_aggregate(
-                per_client,
+                updates,
                 weights,
                 round_index=r,
                 seed=self.config.seed * 1_000_003 + r,
-                **options,
+                **self.secure_options,
             )
         except secure.SecureAggregationError as err:
             raise RoundError(
                 f"round {r}: secure aggregation failed ({err}); the federation state is unchanged"
             ) from err
-        mean = jax.tree.map(jnp.asarray, res.aggregate)
+        mean = self.placement.put_replicated(jax.tree.map(np.asarray, res.aggregate))
         stats = dict(getattr(res, "stats", None) or {})
         stats["initiator"] = int(ids[res.initiator])
         stats["messages"] = len(res.transcript)
@@ -459,39 +591,21 @@ class Federation:
         adapted = self._personalize(params, model_state, train_data, num_train, key)
         return base, self._masked_metric(adapted, model_state, test_data, num_test)
 
-    def _eval_client_indexed(
-        self, state_tuple, train_all, n_train_all, test_all, n_test_all, k, key
-    ):
-        params, mstate = self._start(state_tuple[0], state_tuple[1], *state_tuple[3:], k)
-        return self._eval_client(
-            params,
-            mstate,
-            _take(train_all, k),
-            n_train_all[k],
-            _take(test_all, k),
-            n_test_all[k],
-            key,
+    def _eval_rows(self, state, train, n_train, test, n_test, ids, keys, gather, batched):
+        keys = jax.random.wrap_key_data(keys)
+        if gather:
+            train, n_train = _take(train, ids), _take(n_train, ids)
+            test, n_test = _take(test, ids), _take(n_test, ids)
+        params, mstate = self._start(
+            state.params, state.model_state, state.client_params, state.client_model_state, ids
         )
-
-    def personalized_params(self, state: FederationState) -> Params:
-        """``[K, ...]``: every client's personalized model, exactly as evaluate() adapts it.
-
-        The global model (the client's own for "local") after ``personalize_steps`` SGD steps of
-        size alpha on batches of that client's training data; no test data is read.
-        """
-        ids = np.arange(self.num_clients)
-        keys = self._client_keys(int(state.round), _EVAL_STREAM, ids)
-        out = []
-        for k in ids:
-            params, mstate = self._start(
-                state.params, state.model_state, state.client_params, state.client_model_state, k
-            )
-            if not self._per_client_params:
-                params = self._personalize_jit(
-                    params, mstate, _take(self._train_data, k), self._train_counts[k], keys[k]
-                )
-            out.append(params)
-        return _stack_results(out)
+        if not batched:
+            return self._eval_client(params, mstate, train, n_train, test, n_test, keys)
+        p_axis = 0 if self._per_client_params else None
+        s_axis = 0 if self._per_client_state else None
+        return jax.vmap(self._eval_client, in_axes=(p_axis, s_axis, 0, 0, 0, 0, 0))(
+            params, mstate, train, n_train, test, n_test, keys
+        )
 
     def evaluate(self, state: FederationState) -> Evaluation:
         """Every client's metric on its test split, global and personalized.
@@ -506,46 +620,49 @@ class Federation:
         if self._eval is None or self.test_block is None:
             raise ValueError("evaluate() needs eval_fn and test_clients when building Federation")
         ids = np.arange(self.num_clients)
-        keys = self._client_keys(int(state.round), _EVAL_STREAM, ids)
-        state_tuple = (
-            state.params,
-            state.model_state,
-            state.server_opt_state,
-            state.client_params,
-            state.client_model_state,
-        )
-        if self.execution == "vmap":
-            params = state.client_params if self._per_client_params else state.params
-            mstate = state.client_model_state if self._per_client_state else state.model_state
-            p_axis = 0 if self._per_client_params else None
-            s_axis = 0 if self._per_client_state else None
-            fn = self._eval_vmapped(p_axis, s_axis)
-            g, p = fn(
-                params,
-                mstate,
-                self._train_data,
-                self._train_counts,
-                self._test_data,
-                self._test_counts,
+        key_data = self._client_keys(int(state.round), _EVAL_STREAM, ids)
+        pieces = []
+        tests = self._chunks(ids, key_data, split="test")
+        for chunk, test_chunk in zip(self._chunks(ids, key_data), tests, strict=True):
+            real, cid, keys, _, train, n_train, gather = chunk
+            test, n_test = test_chunk[4], test_chunk[5]
+            g, p = self._eval_rows_jit(
+                state,
+                train,
+                n_train,
+                test,
+                n_test,
+                cid,
                 keys,
+                gather=gather,
+                batched=self.execution == "vmap",
             )
-        else:
-            pairs = [
-                self._eval_one(
-                    state_tuple,
-                    self._train_data,
-                    self._train_counts,
-                    self._test_data,
-                    self._test_counts,
-                    int(k),
-                    keys[k],
-                )
-                for k in ids
-            ]
-            g = jnp.stack([a for a, _ in pairs])
-            p = jnp.stack([b for _, b in pairs])
-        return Evaluation(np.asarray(g, np.float64), np.asarray(p, np.float64))
+            pieces.append((len(real), g, p))
+        g = np.concatenate([np.atleast_1d(to_host(g))[:n] for n, g, _ in pieces])
+        p = np.concatenate([np.atleast_1d(to_host(p))[:n] for n, _, p in pieces])
+        return Evaluation(g.astype(np.float64), p.astype(np.float64))
 
-    @functools.cache  # noqa: B019 - one compiled program per axes pair, for the object's lifetime
-    def _eval_vmapped(self, p_axis, s_axis):
-        return jax.jit(jax.vmap(self._eval_client, in_axes=(p_axis, s_axis, 0, 0, 0, 0, 0)))
+    def personalized_params(self, state: FederationState) -> Params:
+        """``[K, ...]``: every client's personalized model, exactly as evaluate() adapts it.
+
+        The global model (the client's own for "local") after ``personalize_steps`` SGD steps of
+        size alpha on batches of that client's training data; no test data is read.
+        """
+        ids = np.arange(self.num_clients)
+        key_data = self._client_keys(int(state.round), _EVAL_STREAM, ids)
+        out = []
+        for k in ids:
+            params, mstate = self._start(
+                state.params, state.model_state, state.client_params, state.client_model_state, k
+            )
+            if not self._per_client_params:
+                data = {n: v[k] for n, v in self.train_block.data.items()}
+                params = self._personalize_jit(
+                    params,
+                    mstate,
+                    data,
+                    self.train_block.num_examples[k],
+                    jax.random.wrap_key_data(key_data[k]),
+                )
+            out.append(to_host(params))
+        return jax.tree.map(lambda *xs: np.stack(xs), *out)
