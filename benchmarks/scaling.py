@@ -118,16 +118,23 @@ def main(argv=None) -> int:
     parser.add_argument("--execution", default="vmap")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1,000 clients, few settings")
+    parser.add_argument("--gpu", action="store_true", help="one real device: chunks and sampled")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
     sys.path.insert(0, str(HERE))
-    from _common import emit_json, machine
-
     clients = 1_000 if args.quick else args.clients
     base = {"clients": clients, "examples": args.examples, "rounds": args.rounds}
+    if args.gpu:
+        plan = [{"execution": "loop", "sampled": 100}]
+        plan += [
+            {"execution": "vmap", "sampled": s, "chunk": c}
+            for s in (100, 1000)
+            for c in sorted({100, s})
+        ]
+        return _run_plan(plan, base, args)
     plan = [{"execution": "loop", "sampled": args.sampled}]
     chunks = [10, 100] if args.quick else [10, 25, 50, 100]
     plan += [{"execution": "vmap", "sampled": args.sampled, "chunk": c} for c in chunks]
@@ -138,6 +145,12 @@ def main(argv=None) -> int:
     ]
     if not args.quick:
         plan += [{"execution": "loop", "sampled": s} for s in (25, 400)]
+    return _run_plan(plan, base, args)
+
+
+def _run_plan(plan, base, args) -> int:
+    from _common import emit_json, machine
+
     results = []
     print(
         f"{'execution':>9} {'devices':>7} {'chunk':>5} {'sampled':>7} {'s/round':>8} "
