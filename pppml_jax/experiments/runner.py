@@ -1,0 +1,257 @@
+"""config -> data, model, federations -> results.json, summary.md and figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pppml_jax import models as model_zoo
+from pppml_jax.experiments.config import ConfigError, federation_config
+from pppml_jax.experiments.tasks import TaskFunctions, task_functions
+from pppml_jax.federation.checkpoint import Checkpointer
+from pppml_jax.federation.engine import Federation
+from pppml_jax.federation.placement import to_host
+from pppml_jax.federation.run import evaluation_record, round_record
+from pppml_jax.federation.state import FederationState
+
+Callback = Callable[[dict], None]
+
+
+def build_model(spec: Mapping[str, Any], *, num_classes: int):
+    """The Flax module ``spec["name"]`` of :mod:`pppml_jax.models` with ``spec["options"]``.
+
+    ``num_classes`` comes from the data unless the options set it.
+    """
+    name = spec["name"]
+    cls = getattr(model_zoo, name, None)
+    if cls is None or not isinstance(cls, type):
+        available = ", ".join(sorted(n for n in model_zoo.__all__))
+        raise ValueError(f"model.name={name!r} is not in pppml_jax.models ({available})")
+    options = dict(spec.get("options") or {})
+    options.setdefault("num_classes", num_classes)
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise ValueError(f"model {name}: bad options {options} ({err})") from err
+
+
+def load_data(spec: Mapping[str, Any], *, seed: int):
+    """``pppml_jax.data.load_federation(spec["name"], seed=seed, **spec["options"])``."""
+    from pppml_jax import data
+
+    options = dict(spec.get("options") or {})
+    options.setdefault("seed", seed)
+    return data.load_federation(spec["name"], **options)
+
+
+def _client_view(state: FederationState, k: int, federation: Federation, personalized):
+    """Client ``k``'s personalized params and its model state (for predictions)."""
+    params = jax.tree.map(lambda x: x[k], personalized)
+    if state.client_model_state is not None:
+        mstate = jax.tree.map(lambda x: x[k], state.client_model_state)
+    else:
+        mstate = state.model_state
+    return params, mstate
+
+
+def _examples(fns: TaskFunctions, fed_data, state, federation, count: int) -> list[dict]:
+    """Up to ``count`` test images per client with truth and the personalized prediction."""
+    if count <= 0:
+        return []
+    personalized = federation.personalized_params(state)
+    out = []
+    for k, client in enumerate(fed_data.clients):
+        images = client.test["image"]
+        if len(images) == 0:
+            continue
+        if fed_data.task == "segmentation":  # the slices with the most lesion first
+            order = np.argsort(-client.test["mask"].reshape(len(images), -1).sum(1), kind="stable")
+        else:
+            order = np.arange(len(images))
+        chosen = order[:count]
+        params, mstate = _client_view(state, k, federation, personalized)
+        pred = np.asarray(fns.predict(params, mstate, jnp.asarray(images[chosen])))
+        truth = (
+            client.test["mask"][chosen]
+            if fed_data.task == "segmentation"
+            else client.test["label"][chosen]
+        )
+        out.append({"client": client.name, "image": images[chosen], "truth": truth, "pred": pred})
+    return out
+
+
+def _train(federation, state, algorithm, config, out_dir: Path, resume: bool, emit):
+    """Runs the rounds of one algorithm, checkpointing; returns the final state and history."""
+    fconfig = federation.config
+    every = int(config["checkpoint"].get("every", 1))
+    checkpointer = None
+    if every > 0:
+        directory = out_dir / "checkpoints" / algorithm
+        if not resume and directory.exists():
+            shutil.rmtree(directory)  # a fresh run replaces an earlier run's checkpoints
+        checkpointer = Checkpointer(directory, keep=int(config["checkpoint"].get("keep", 3)))
+    fingerprint = json.dumps(_jsonable(dataclasses.asdict(fconfig)), sort_keys=True, default=str)
+    rounds: list[dict] = []
+    if resume and checkpointer is not None:
+        restored = checkpointer.restore_latest(state)
+        if restored is not None:
+            state, record = restored
+            if record.get("config") != fingerprint:
+                raise ConfigError(
+                    f"the checkpoint of {algorithm} in {checkpointer.directory} was made with "
+                    "another configuration; run without --resume to start again"
+                )
+            rounds = list(record["history"])
+            emit({"event": "resume", "algorithm": algorithm, "round": state.round})
+    emit(
+        {
+            "event": "start",
+            "algorithm": algorithm,
+            "rounds": fconfig.rounds,
+            "execution": federation.execution,
+            "from_round": state.round,
+        }
+    )
+    while state.round < fconfig.rounds:
+        state, info = federation.round(state)
+        record = round_record(info)
+        if info.round % fconfig.eval_every == 0 or info.round == fconfig.rounds:
+            record.update(evaluation_record(federation, state))
+        rounds.append(_jsonable(record))
+        emit({"event": "round", "algorithm": algorithm, "of": fconfig.rounds, **record})
+        if checkpointer is not None and (info.round % every == 0 or info.round == fconfig.rounds):
+            checkpointer.save(
+                state, {"algorithm": algorithm, "config": fingerprint, "history": rounds}
+            )
+    return state, rounds
+
+
+def _save_model(state, algorithm: str, out_dir: Path) -> None:
+    """Writes the final model(s) as Flax msgpack: models/<algorithm>.msgpack."""
+    from flax import serialization
+
+    target = {
+        "params": state.client_params if state.client_params is not None else state.params,
+        "model_state": state.client_model_state
+        if state.client_model_state is not None
+        else state.model_state,
+    }
+    (out_dir / "models").mkdir(exist_ok=True)
+    (out_dir / "models" / f"{algorithm}.msgpack").write_bytes(
+        serialization.to_bytes(to_host(target))
+    )
+
+
+def run_experiment(
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    callback: Callback | None = None,
+    resume: bool = False,
+) -> dict:
+    """Runs every algorithm of ``config`` on the same data and initial model; writes the outputs.
+
+    Writes ``out_dir/results.json`` (DESIGN.md schema), ``out_dir/summary.md``, PNG figures,
+    the final models (``models/<algorithm>.msgpack``) and checkpoints (``checkpoints/``), and
+    returns the results dict. With ``resume``, each algorithm continues from its latest intact
+    checkpoint (a finished one is not trained again) and the outputs equal an uninterrupted
+    run's. ``callback`` receives progress events (dicts with "event": "data", "resume",
+    "start", "round" or "done").
+    """
+    from pppml_jax.experiments.report import write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emit = callback or (lambda event: None)
+    seed = config["seed"]
+    started = time.perf_counter()
+    fed_data = load_data(config["data"], seed=seed)
+    emit(
+        {
+            "event": "data",
+            "task": fed_data.task,
+            "clients": [c.name for c in fed_data.clients],
+            "n_train": [len(c.train["image"]) for c in fed_data.clients],
+            "n_test": [len(c.test["image"]) for c in fed_data.clients],
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    model = build_model(config["model"], num_classes=fed_data.num_classes)
+    sample = jnp.asarray(fed_data.clients[0].train["image"][:1])
+    variables = model.init(jax.random.key(seed), sample, train=False)
+    fns = task_functions(fed_data.task, model, variables)
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"} or None
+    train = [c.train for c in fed_data.clients]
+    test = [c.test for c in fed_data.clients]
+    results: dict[str, Any] = {
+        "name": config["name"],
+        "task": fed_data.task,
+        "metric": fns.metric,
+        "clients": [{"name": c.name, "profile": c.profile} for c in fed_data.clients],
+        "config": config,
+        "runs": {},
+    }
+    examples: dict[str, list] = {}
+    for algorithm in config["algorithms"]:
+        fconfig = federation_config(config, algorithm)
+        federation = Federation(
+            fns.loss,
+            train,
+            fconfig,
+            eval_fn=fns.per_example,
+            test_clients=test,
+            stateful=fns.stateful,
+        )
+        state = federation.init(params, model_state)
+        state, rounds = _train(federation, state, algorithm, config, out_dir, resume, emit)
+        last = rounds[-1]
+        per_client = {
+            c.name: {
+                "global": last["per_client_global"][k],
+                "personalized": last["per_client_personalized"][k],
+                "n_train": len(c.train["image"]),
+                "n_test": len(c.test["image"]),
+            }
+            for k, c in enumerate(fed_data.clients)
+        }
+        results["runs"][algorithm] = {
+            "rounds": rounds,
+            "final": {
+                "mean_global": last["mean_global"],
+                "mean_personalized": last["mean_personalized"],
+                "per_client": per_client,
+            },
+            "seconds": sum(r["seconds"] for r in rounds),
+            "execution": federation.execution,
+        }
+        _save_model(state, algorithm, out_dir)
+        examples[algorithm] = _examples(
+            fns, fed_data, state, federation, int(config["report"].get("example_images", 1))
+        )
+        emit({"event": "done", "algorithm": algorithm, **results["runs"][algorithm]["final"]})
+    results["seconds"] = time.perf_counter() - started
+    (out_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    results["files"] = write_report(results, examples, out_dir)
+    return results
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
