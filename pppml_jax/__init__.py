@@ -6,7 +6,8 @@ library that the user did not choose::
 
     import pppml_jax as pj
     new_params = pj.perfedavg_step(loss_fn, params, batch_a, batch_b, alpha=0.01, beta=0.001)
-    hist = pj.federation.run(loss_fn, params, clients, algorithm="perfedavg", alpha=0.01, beta=0.001)
+    hist = pj.federation.run(loss_fn, params, clients, algorithm="perfedavg", alpha=0.01,
+                             beta=0.001)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = (
     "algorithms",
+    "losses",
     "attacks",
     "data",
     "experiments",
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysers only
         data,
         experiments,
         federation,
+        losses,
         metrics,
         models,
         secure,

@@ -41,6 +41,6 @@ class StatefulLossFn(Protocol):
 
 
 class EvalFn(Protocol):
-    """``eval_fn(params, batch) -> [B] per-example metric`` (higher is better, e.g. accuracy or Dice)."""
+    """``eval_fn(params, batch) -> [B]``: a per-example metric, higher is better (e.g. Dice)."""
 
     def __call__(self, params: Params, batch: Batch) -> jax.Array: ...

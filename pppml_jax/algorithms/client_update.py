@@ -90,7 +90,68 @@ class ClientResult(NamedTuple):
     loss: jax.Array  # [] float32, mean training loss over the local steps
 
 
+class ClientCarry(NamedTuple):
+    """A client's training state between local steps."""
+
+    params: Params  # the model being trained
+    model_state: ModelState  # its state (None for stateless models)
+    opt_state: optax.OptState  # the local optimizer's state
+    loss_sum: jax.Array  # [] float32, sum of the step losses so far
+
+
+class ClientProgram(NamedTuple):
+    """Local training as FedJAX-style pure init / step / finalize functions.
+
+    ``init(params, model_state) -> carry``; ``step(carry, data, num_examples, key, t) -> carry``
+    takes local step ``t`` (its batches come from ``fold_in(key, t)``, ``t`` may be traced);
+    ``finalize(carry) -> ClientResult``. Running them in a Python loop over steps lets the
+    engine compile one small step program instead of all tau steps unrolled (whose compile
+    time grows faster than tau on XLA:CPU).
+    """
+
+    init: Callable[[Params, ModelState], ClientCarry]
+    step: Callable[[ClientCarry, Batch, jax.Array, PRNGKey, jax.Array | int], ClientCarry]
+    finalize: Callable[[ClientCarry], ClientResult]
+    local_steps: int
+
+
 ClientUpdateFn = Callable[[Params, ModelState, Batch, jax.Array, PRNGKey], ClientResult]
+
+
+def make_client_program(
+    loss_fn: StatefulLossFn,
+    rule: LocalRule,
+    optimizer: optax.GradientTransformation,
+    *,
+    local_steps: int,
+    batch_size: int,
+) -> ClientProgram:
+    """The init / step / finalize functions of :func:`make_client_update` (same arguments)."""
+    if local_steps < 1:
+        raise ValueError(f"local_steps={local_steps} must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+
+    def init(params, model_state) -> ClientCarry:
+        return ClientCarry(params, model_state, optimizer.init(params), jnp.zeros((), jnp.float32))
+
+    def step(carry: ClientCarry, data, num_examples, key, t) -> ClientCarry:
+        keys = jax.random.split(jax.random.fold_in(key, t), rule.batches_per_step)
+        batches = tuple(
+            sample_batch(keys[j], data, num_examples, batch_size)
+            for j in range(rule.batches_per_step)
+        )
+        direction, model_state, loss = rule.direction(
+            loss_fn, carry.params, carry.model_state, batches
+        )
+        updates, opt_state = optimizer.update(direction, carry.opt_state, carry.params)
+        params = optax.apply_updates(carry.params, updates)
+        return ClientCarry(params, model_state, opt_state, carry.loss_sum + loss)
+
+    def finalize(carry: ClientCarry) -> ClientResult:
+        return ClientResult(carry.params, carry.model_state, carry.loss_sum / local_steps)
+
+    return ClientProgram(init, step, finalize, local_steps)
 
 
 def make_client_update(
@@ -124,35 +185,22 @@ def make_client_update(
       ``client_update``; its ``data`` is a pytree of ``[N, ...]`` arrays padded to a common
       ``N`` and ``num_examples`` a scalar int: rows ``>= num_examples`` are never read.
     """
-    if local_steps < 1:
-        raise ValueError(f"local_steps={local_steps} must be >= 1")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    program = make_client_program(
+        loss_fn, rule, optimizer, local_steps=local_steps, batch_size=batch_size
+    )
 
     def client_update(params, model_state, data, num_examples, key) -> ClientResult:
-        def one_step(carry, step_key):
-            params, model_state, opt_state = carry
-            keys = jax.random.split(step_key, rule.batches_per_step)
-            batches = tuple(
-                sample_batch(keys[j], data, num_examples, batch_size)
-                for j in range(rule.batches_per_step)
-            )
-            direction, model_state, loss = rule.direction(loss_fn, params, model_state, batches)
-            updates, opt_state = optimizer.update(direction, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, model_state, opt_state), loss
-
-        carry = (params, model_state, optimizer.init(params))
-        step_keys = jnp.stack([jax.random.fold_in(key, t) for t in range(local_steps)])
+        carry = program.init(params, model_state)
         if unroll:
-            losses = []
             for t in range(local_steps):
-                carry, loss = one_step(carry, step_keys[t])
-                losses.append(loss)
-            losses = jnp.stack(losses)
+                carry = program.step(carry, data, num_examples, key, t)
         else:
-            carry, losses = jax.lax.scan(one_step, carry, step_keys)
-        params, model_state, _ = carry
-        return ClientResult(params, model_state, jnp.mean(losses).astype(jnp.float32))
+            carry = jax.lax.fori_loop(
+                0,
+                local_steps,
+                lambda t, c: program.step(c, data, num_examples, key, t),
+                carry,
+            )
+        return program.finalize(carry)
 
     return client_update

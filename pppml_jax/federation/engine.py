@@ -34,8 +34,9 @@ import optax
 
 from pppml_jax.algorithms.batching import sample_batch
 from pppml_jax.algorithms.client_update import (
+    ClientCarry,
     ClientResult,
-    make_client_update,
+    make_client_program,
     perfedavg_rule,
     sgd_rule,
 )
@@ -173,13 +174,15 @@ class Federation:
             if config.is_meta
             else sgd_rule()
         )
-        self._client_update = make_client_update(
+        self._program = make_client_program(
             self._loss,
             rule,
             _local_optimizer(config),
             local_steps=config.local_steps,
             batch_size=config.batch_size,
-            unroll=config.unroll,
+        )
+        self.step_programs = (
+            config.step_programs if config.step_programs is not None else self.execution == "loop"
         )
         self._server_opt = config.server_optimizer or optax.sgd(config.server_lr)
         self.secure_options = None
@@ -289,29 +292,41 @@ class Federation:
             updates["model_state"] = client_deltas(results.model_state, model_state)
         return updates
 
-    def _train_rows(self, state, work: _Work, data, counts, ids, keys, weights, gather, batched):
-        """Trains clients ``ids`` and folds their results into ``work``.
+    def _axes(self) -> tuple[int | None, int | None]:
+        return (0 if self._per_client_params else None, 0 if self._per_client_state else None)
 
-        ``batched``: ids, keys and weights are ``[C]`` and the clients are vmapped; else scalars.
-        ``gather``: ``data``/``counts`` hold every client (rows ``ids``); else just these clients.
-        Returns the new work and the stacked ``[C]`` updates, losses and finiteness flags.
-        """
-        keys = jax.random.wrap_key_data(keys)
-        if gather:
-            data, counts = _take(data, ids), _take(counts, ids)
+    def _init_rows(self, state, work: _Work, ids, batched: bool) -> ClientCarry:
+        """The carries of clients ``ids`` ([C], or a scalar when not batched) before step 0."""
         params, mstate = self._start(
             state.params, state.model_state, work.client_params, work.client_model_state, ids
         )
+        if not batched:
+            return self._program.init(params, mstate)
+        p_axis, s_axis = self._axes()
+        size = ids.shape[0]
+        if p_axis is None:
+            params = _broadcast(params, size)
+        if s_axis is None:
+            mstate = _broadcast(mstate, size)
+        return jax.vmap(self._program.init)(params, mstate)
+
+    def _step_rows(self, carry, data, counts, ids, keys, t, gather: bool, batched: bool):
+        """Local step ``t`` of clients ``ids``; ``gather``: data holds every client (rows ids)."""
+        keys = jax.random.wrap_key_data(keys)
+        if gather:
+            data, counts = _take(data, ids), _take(counts, ids)
+        if not batched:
+            return self._program.step(carry, data, counts, keys, t)
+        return jax.vmap(self._program.step, in_axes=(0, 0, 0, 0, None))(
+            carry, data, counts, keys, t
+        )
+
+    def _finish_rows(self, state, work: _Work, carry, ids, weights, batched: bool):
+        """Folds finished clients into ``work``; returns it, their updates, losses, finiteness."""
         if batched:
-            p_axis = 0 if self._per_client_params else None
-            s_axis = 0 if self._per_client_state else None
-            results = jax.vmap(self._client_update, in_axes=(p_axis, s_axis, 0, 0, 0))(
-                params, mstate, data, counts, keys
-            )
+            results = jax.vmap(self._program.finalize)(carry)
         else:
-            results = jax.tree.map(
-                lambda x: x[None], self._client_update(params, mstate, data, counts, keys)
-            )
+            results = jax.tree.map(lambda x: x[None], self._program.finalize(carry))
             ids, weights = ids[None], weights[None]
         finite = jax.vmap(all_finite)(results.params) | (weights == 0)
         client_params, client_mstate = work.client_params, work.client_model_state
@@ -323,11 +338,9 @@ class Federation:
             client_mstate = jax.tree.map(
                 lambda a, n: a.at[ids].set(n, mode="drop"), client_mstate, results.model_state
             )
-        updates = (
-            None
-            if self._per_client_params
-            else self._updates(results, state.params, state.model_state)
-        )
+        updates = None
+        if not self._per_client_params:
+            updates = self._updates(results, state.params, state.model_state)
         w = weights.astype(jnp.float32)
         total = work.total
         if updates is not None:
@@ -343,6 +356,21 @@ class Federation:
             client_model_state=client_mstate,
         )
         return new_work, updates, results.loss, finite
+
+    def _train_rows(self, state, work: _Work, data, counts, ids, keys, weights, gather, batched):
+        """All local steps of clients ``ids`` in one program (steps unrolled or rolled)."""
+        carry = self._init_rows(state, work, ids, batched)
+        if self.config.unroll:
+            for t in range(self.config.local_steps):
+                carry = self._step_rows(carry, data, counts, ids, keys, t, gather, batched)
+        else:
+            carry = jax.lax.fori_loop(
+                0,
+                self.config.local_steps,
+                lambda t, c: self._step_rows(c, data, counts, ids, keys, t, gather, batched),
+                carry,
+            )
+        return self._finish_rows(state, work, carry, ids, weights, batched)
 
     def _finish(self, state: FederationState, work: _Work, mean=None):
         """The new state's arrays from the round's work (and the ring's mean, if secure)."""
@@ -387,19 +415,61 @@ class Federation:
             )
             return self._finish(state, work), work.loss / work.weight, finite
 
-        def step(state, work, data, counts, ids, keys, weights, gather, batched, collect):
+        def whole(state, work, data, counts, ids, keys, weights, gather, batched, collect):
             work, updates, losses, finite = self._train_rows(
                 state, work, data, counts, ids, keys, weights, gather, batched
             )
             return work, (updates if collect else None), losses, finite
 
+        def finish(state, work, carry, ids, weights, batched, collect):
+            work, updates, losses, finite = self._finish_rows(
+                state, work, carry, ids, weights, batched
+            )
+            return work, (updates if collect else None), losses, finite
+
+        flags = ("gather", "batched", "collect")
         self._fused = jax.jit(fused, static_argnames=("gather",))
-        self._step = jax.jit(
-            step, static_argnames=("gather", "batched", "collect"), donate_argnames=("work",)
+        self._whole = jax.jit(whole, static_argnames=flags, donate_argnames=("work",))
+        self._init_jit = jax.jit(self._init_rows, static_argnames=("batched",))
+        # No donation of carries: a carry's params may be the caller's own buffer (forwarded)
+        self._step_jit = jax.jit(self._step_rows, static_argnames=("gather", "batched"))
+        self._finish_rows_jit = jax.jit(
+            finish, static_argnames=("batched", "collect"), donate_argnames=("work",)
         )
         self._finish_jit = jax.jit(self._finish)
         self._eval_rows_jit = jax.jit(self._eval_rows, static_argnames=("gather", "batched"))
-        self._personalize_jit = jax.jit(self._personalize)
+        self._metric_jit = jax.jit(self._metric_rows, static_argnames=("gather", "batched"))
+        self._eval_start_jit = jax.jit(self._eval_start, static_argnames=("batched",))
+        self._adapt_jit = jax.jit(self._adapt_rows, static_argnames=("gather", "batched"))
+        self._personalize_rows_jit = jax.jit(
+            self._personalize_rows, static_argnames=("gather", "batched")
+        )
+
+    def _train_chunk(self, state, work, chunk, collect: bool):
+        """Trains one chunk of clients (a program per local step, or one for all of them)."""
+        _, cid, keys, weights, data, counts, gather = chunk
+        batched = self.execution == "vmap"
+        if not self.step_programs:
+            return self._whole(
+                state,
+                work,
+                data,
+                counts,
+                cid,
+                keys,
+                weights,
+                gather=gather,
+                batched=batched,
+                collect=collect,
+            )
+        carry = self._init_jit(state, work, cid, batched=batched)
+        for t in range(self.config.local_steps):
+            carry = self._step_jit(
+                carry, data, counts, cid, keys, np.int32(t), gather=gather, batched=batched
+            )
+        return self._finish_rows_jit(
+            state, work, carry, cid, weights, batched=batched, collect=collect
+        )
 
     # ----------------------------------------------------------------------------- round
     def round_key(self, round_index: int) -> jax.Array:
@@ -478,31 +548,21 @@ class Federation:
         key_data = self._client_keys(r, _TRAIN_STREAM, ids)
         secure_stats = None
         one_chunk = self.execution == "vmap" and len(ids) <= self.chunk_size
-        if one_chunk and self.secure_options is None:
+        if one_chunk and self.secure_options is None and not self.step_programs:
             (_, cid, keys, weights, data, counts, gather) = next(self._chunks(ids, key_data))
             new, loss, finite = self._fused(state, data, counts, cid, keys, weights, gather)
             self._check_finite(r, ids, to_host(finite)[: len(ids)])
         else:
             collect = self.secure_options is not None
             work, collected, flags = self._new_work(state), [], []
-            for real, cid, keys, weights, data, counts, gather in self._chunks(ids, key_data):
-                work, updates, _, finite = self._step(
-                    state,
-                    work,
-                    data,
-                    counts,
-                    cid,
-                    keys,
-                    weights,
-                    gather=gather,
-                    batched=self.execution == "vmap",
-                    collect=collect,
-                )
+            for chunk in self._chunks(ids, key_data):
+                real = chunk[0]
+                work, updates, _, finite = self._train_chunk(state, work, chunk, collect)
                 flags.append((real, finite))
                 if collect:
                     host = to_host(updates)
                     collected += [jax.tree.map(lambda x, j=j: x[j], host) for j in range(len(real))]
-            finite = np.concatenate([to_host(f)[: len(real)] for real, f in flags])
+            finite = np.concatenate([np.atleast_1d(to_host(f))[: len(real)] for real, f in flags])
             self._check_finite(r, ids, finite)
             loss = work.loss / work.weight
             if collect:
@@ -547,10 +607,20 @@ class Federation:
                 f"round {r}: secure aggregation failed ({err}); the federation state is unchanged"
             ) from err
         mean = self.placement.put_replicated(jax.tree.map(np.asarray, res.aggregate))
-        stats = dict(getattr(res, "stats", None) or {})
-        stats["initiator"] = int(ids[res.initiator])
-        stats["messages"] = len(res.transcript)
-        stats["bytes"] = int(sum(len(m.payload) for m in res.transcript))
+        st = res.stats
+        stats = {
+            "backend": self.secure_options.get("backend", "plain"),
+            "initiator": int(ids[res.initiator]),
+            "participants": [int(ids[i]) for i in st.participants],
+            "dropped": [int(ids[c]) for c, _, _ in st.dropped],
+            "clipped": st.clipped_total,
+            "encrypted_params": st.encrypted_params,
+            "messages": st.messages,
+            "bytes": st.bytes_on_wire,
+            "bytes_per_param": st.bytes_per_param,
+            "seconds": st.seconds.get("total"),
+            "error_bound": st.error_bound,
+        }
         return mean, stats
 
     # ----------------------------------------------------------------------------- evaluation
@@ -607,6 +677,71 @@ class Federation:
             params, mstate, train, n_train, test, n_test, keys
         )
 
+    def _eval_start(self, state, ids, batched: bool):
+        """Models scored for clients ``ids``, broadcast to ``[C]`` when batched (one program
+        then scores both the global and the personalized models)."""
+        params, mstate = self._start(
+            state.params, state.model_state, state.client_params, state.client_model_state, ids
+        )
+        if batched:
+            p_axis, s_axis = self._axes()
+            if p_axis is None:
+                params = _broadcast(params, ids.shape[0])
+            if s_axis is None:
+                mstate = _broadcast(mstate, ids.shape[0])
+        return params, mstate
+
+    def _metric_rows(self, params, mstate, test, n_test, ids, gather: bool, batched: bool):
+        if gather:
+            test, n_test = _take(test, ids), _take(n_test, ids)
+        if not batched:
+            return self._masked_metric(params, mstate, test, n_test)
+        return jax.vmap(self._masked_metric)(params, mstate, test, n_test)
+
+    def _adapt_rows(self, params, mstate, train, n_train, ids, keys, t, gather, batched):
+        """Personalization step ``t`` (as in :meth:`_personalize`) of clients ``ids``."""
+        keys = jax.random.wrap_key_data(keys)
+        if gather:
+            train, n_train = _take(train, ids), _take(n_train, ids)
+
+        def one(p, s, data, n, key):
+            batch = sample_batch(jax.random.fold_in(key, t), data, n, self.config.batch_size)
+            grads = jax.grad(lambda q: self._loss(q, s, batch)[0])(p)
+            return jax.tree.map(
+                lambda a, g: (a - self.config.inner_lr * g).astype(a.dtype), p, grads
+            )
+
+        if not batched:
+            return one(params, mstate, train, n_train, keys)
+        return jax.vmap(one)(params, mstate, train, n_train, keys)
+
+    def _evaluate_chunk(self, state, chunk, test_chunk):
+        _, cid, keys, _, train, n_train, gather = chunk
+        test, n_test = test_chunk[4], test_chunk[5]
+        batched = self.execution == "vmap"
+        if not self.step_programs:
+            return self._eval_rows_jit(
+                state, train, n_train, test, n_test, cid, keys, gather=gather, batched=batched
+            )
+        params, mstate = self._eval_start_jit(state, cid, batched=batched)
+        g = self._metric_jit(params, mstate, test, n_test, cid, gather=gather, batched=batched)
+        if self._per_client_params or self.config.personalize_steps == 0:
+            return g, g
+        for t in range(self.config.personalize_steps):
+            params = self._adapt_jit(
+                params,
+                mstate,
+                train,
+                n_train,
+                cid,
+                keys,
+                np.int32(t),
+                gather=gather,
+                batched=batched,
+            )
+        p = self._metric_jit(params, mstate, test, n_test, cid, gather=gather, batched=batched)
+        return g, p
+
     def evaluate(self, state: FederationState) -> Evaluation:
         """Every client's metric on its test split, global and personalized.
 
@@ -624,20 +759,8 @@ class Federation:
         pieces = []
         tests = self._chunks(ids, key_data, split="test")
         for chunk, test_chunk in zip(self._chunks(ids, key_data), tests, strict=True):
-            real, cid, keys, _, train, n_train, gather = chunk
-            test, n_test = test_chunk[4], test_chunk[5]
-            g, p = self._eval_rows_jit(
-                state,
-                train,
-                n_train,
-                test,
-                n_test,
-                cid,
-                keys,
-                gather=gather,
-                batched=self.execution == "vmap",
-            )
-            pieces.append((len(real), g, p))
+            g, p = self._evaluate_chunk(state, chunk, test_chunk)
+            pieces.append((len(chunk[0]), g, p))
         g = np.concatenate([np.atleast_1d(to_host(g))[:n] for n, g, _ in pieces])
         p = np.concatenate([np.atleast_1d(to_host(p))[:n] for n, _, p in pieces])
         return Evaluation(g.astype(np.float64), p.astype(np.float64))
@@ -646,23 +769,48 @@ class Federation:
         """``[K, ...]``: every client's personalized model, exactly as evaluate() adapts it.
 
         The global model (the client's own for "local") after ``personalize_steps`` SGD steps of
-        size alpha on batches of that client's training data; no test data is read.
+        size alpha on batches of that client's training data; no test data is read. Runs the
+        same compiled programs as :meth:`evaluate`.
         """
         ids = np.arange(self.num_clients)
         key_data = self._client_keys(int(state.round), _EVAL_STREAM, ids)
+        batched = self.execution == "vmap"
         out = []
-        for k in ids:
-            params, mstate = self._start(
-                state.params, state.model_state, state.client_params, state.client_model_state, k
-            )
-            if not self._per_client_params:
-                data = {n: v[k] for n, v in self.train_block.data.items()}
-                params = self._personalize_jit(
-                    params,
-                    mstate,
-                    data,
-                    self.train_block.num_examples[k],
-                    jax.random.wrap_key_data(key_data[k]),
+        for real, cid, keys, _, train, n_train, gather in self._chunks(ids, key_data):
+            if self.step_programs:
+                params, mstate = self._eval_start_jit(state, cid, batched=batched)
+                if not self._per_client_params:
+                    for t in range(self.config.personalize_steps):
+                        params = self._adapt_jit(
+                            params,
+                            mstate,
+                            train,
+                            n_train,
+                            cid,
+                            keys,
+                            np.int32(t),
+                            gather=gather,
+                            batched=batched,
+                        )
+            else:
+                params = self._personalize_rows_jit(
+                    state, train, n_train, cid, keys, gather=gather, batched=batched
                 )
-            out.append(to_host(params))
-        return jax.tree.map(lambda *xs: np.stack(xs), *out)
+            host = to_host(params)
+            if not batched:
+                host = jax.tree.map(lambda x: x[None], host)
+            count = len(real)
+            out.append(jax.tree.map(lambda x, n=count: x[:n], host))
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
+
+    def _personalize_rows(self, state, train, n_train, ids, keys, gather: bool, batched: bool):
+        """All personalization steps of clients ``ids`` in one program (no step programs)."""
+        keys = jax.random.wrap_key_data(keys)
+        if gather:
+            train, n_train = _take(train, ids), _take(n_train, ids)
+        params, mstate = self._eval_start(state, ids, batched)
+        if self._per_client_params:
+            return params
+        if not batched:
+            return self._personalize(params, mstate, train, n_train, keys)
+        return jax.vmap(self._personalize)(params, mstate, train, n_train, keys)

@@ -26,6 +26,9 @@ def run(train, params, **kw):
         {"algorithm": "perfedavg", "variant": "exact", "local_optimizer": "adam"},
         {"algorithm": "local"},
         {"algorithm": "fedavg", "clients_per_round": 2, "server_lr": 0.7},
+        {"algorithm": "perfedavg", "variant": "fo", "step_programs": True},
+        {"algorithm": "local", "step_programs": True},
+        {"algorithm": "perfedavg", "variant": "exact", "step_programs": False},
     ],
 )
 def test_vmap_round_equals_loop_round(logistic, options):
@@ -110,10 +113,20 @@ def test_fedavg_one_client_one_step_is_sgd(logistic):
     assert max_abs_diff(hist.params, expected) < 1e-6
 
 
-def test_personalization_never_reads_test_data(logistic):
+@pytest.mark.parametrize(
+    "execution",
+    [{"execution": "loop"}, {"execution": "vmap"}, {"execution": "vmap", "step_programs": True}],
+)
+def test_personalization_never_reads_test_data(logistic, execution):
     train, test, params = logistic
     config = FederationConfig(
-        algorithm="perfedavg", rounds=1, local_steps=2, batch_size=8, personalize_steps=2, alpha=0.1
+        **execution,
+        algorithm="perfedavg",
+        rounds=1,
+        local_steps=2,
+        batch_size=8,
+        personalize_steps=2,
+        alpha=0.1,
     )
     corrupted = [{"x": np.full_like(t["x"], np.nan), "y": 1.0 - t["y"]} for t in test]
     clean = Federation(logistic_loss, train, config, eval_fn=logistic_accuracy, test_clients=test)
