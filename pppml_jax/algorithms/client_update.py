@@ -82,6 +82,16 @@ def perfedavg_rule(*, alpha: float, variant: Variant = "fo", delta: float = 1e-3
     return LocalRule(f"perfedavg-{variant}", 2 if variant == "fo" else 3, direction)
 
 
+def draw_batch(key, data, num_examples, batch_size: int, batch_rng: str | None = None):
+    """:func:`sample_batch`, plus a fresh key's data under ``batch_rng`` when that is set."""
+    batch = sample_batch(key, data, num_examples, batch_size)
+    if batch_rng is None:
+        return batch
+    if not isinstance(batch, dict):
+        raise ValueError(f"batch_rng={batch_rng!r} needs dict batches, got {type(batch).__name__}")
+    return {**batch, batch_rng: jax.random.key_data(jax.random.fold_in(key, 0x5EED))}
+
+
 class ClientResult(NamedTuple):
     """What one client's local training returns."""
 
@@ -125,8 +135,14 @@ def make_client_program(
     *,
     local_steps: int,
     batch_size: int,
+    batch_rng: str | None = None,
 ) -> ClientProgram:
-    """The init / step / finalize functions of :func:`make_client_update` (same arguments)."""
+    """The init / step / finalize functions of :func:`make_client_update` (same arguments).
+
+    ``batch_rng``: when set, every batch drawn (a dict) gets this extra entry holding a fresh
+    PRNG key's data (``[2]`` uint32; ``jax.random.wrap_key_data`` turns it back into a key),
+    for losses that need randomness, such as dropout.
+    """
     if local_steps < 1:
         raise ValueError(f"local_steps={local_steps} must be >= 1")
     if batch_size < 1:
@@ -138,7 +154,7 @@ def make_client_program(
     def step(carry: ClientCarry, data, num_examples, key, t) -> ClientCarry:
         keys = jax.random.split(jax.random.fold_in(key, t), rule.batches_per_step)
         batches = tuple(
-            sample_batch(keys[j], data, num_examples, batch_size)
+            draw_batch(keys[j], data, num_examples, batch_size, batch_rng)
             for j in range(rule.batches_per_step)
         )
         direction, model_state, loss = rule.direction(
@@ -162,6 +178,7 @@ def make_client_update(
     local_steps: int,
     batch_size: int,
     unroll: bool = True,
+    batch_rng: str | None = None,
 ) -> ClientUpdateFn:
     """Builds ``client_update(params, model_state, data, num_examples, key) -> ClientResult``.
 
@@ -180,13 +197,19 @@ def make_client_update(
       unroll: unroll the steps in the compiled program (fast for convolutions on XLA:CPU, where a
         rolled ``lax.scan`` runs about 15x slower, jax-ml/jax#12868) or keep a rolled
         ``lax.scan`` (smaller programs, faster compiles for many steps).
+      batch_rng: see :func:`make_client_program`.
 
     Returns:
       ``client_update``; its ``data`` is a pytree of ``[N, ...]`` arrays padded to a common
       ``N`` and ``num_examples`` a scalar int: rows ``>= num_examples`` are never read.
     """
     program = make_client_program(
-        loss_fn, rule, optimizer, local_steps=local_steps, batch_size=batch_size
+        loss_fn,
+        rule,
+        optimizer,
+        local_steps=local_steps,
+        batch_size=batch_size,
+        batch_rng=batch_rng,
     )
 
     def client_update(params, model_state, data, num_examples, key) -> ClientResult:

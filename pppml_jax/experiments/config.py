@@ -21,6 +21,7 @@ TOP_LEVEL_KEYS = {
     "training": "FederationConfig fields shared by every algorithm",
     "algorithms": "list of algorithms to run: local, fedavg, perfedavg, pppml",
     "overrides": "{algorithm: {FederationConfig fields}}: per-algorithm changes",
+    "evaluation": "{empty_masks: one | exclude}: how Dice counts images with no lesion",
     "report": "{example_images, ...}: what the summary shows",
     "checkpoint": "{every}: checkpoint the federation every k rounds (for --resume)",
 }
@@ -131,6 +132,10 @@ def validate(config: Mapping[str, Any]) -> dict:
         _check_federation_fields(f"overrides.{algorithm}", dict(fields or {}))
     out["overrides"] = {k: dict(v or {}) for k, v in overrides.items()}
     out["report"] = dict(out.get("report") or {})
+    out["evaluation"] = dict(out.get("evaluation") or {})
+    empty = out["evaluation"].get("empty_masks", "one")
+    if empty not in ("one", "exclude"):
+        raise ConfigError(f"evaluation.empty_masks={empty!r} must be 'one' or 'exclude'")
     out["checkpoint"] = dict(out.get("checkpoint") or {})
     return out
 

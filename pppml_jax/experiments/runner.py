@@ -188,7 +188,13 @@ def run_experiment(
     model = build_model(config["model"], num_classes=fed_data.num_classes)
     sample = jnp.asarray(fed_data.clients[0].train["image"][:1])
     variables = model.init(jax.random.key(seed), sample, train=False)
-    fns = task_functions(fed_data.task, model, variables)
+    fns = task_functions(
+        fed_data.task,
+        model,
+        variables,
+        sample=sample,
+        empty_masks=config["evaluation"].get("empty_masks", "one"),
+    )
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"} or None
     train = [c.train for c in fed_data.clients]
@@ -197,6 +203,7 @@ def run_experiment(
         "name": config["name"],
         "task": fed_data.task,
         "metric": fns.metric,
+        "empty_masks": config["evaluation"].get("empty_masks", "one"),
         "clients": [{"name": c.name, "profile": c.profile} for c in fed_data.clients],
         "config": config,
         "runs": {},
@@ -204,6 +211,8 @@ def run_experiment(
     examples: dict[str, list] = {}
     for algorithm in config["algorithms"]:
         fconfig = federation_config(config, algorithm)
+        if fns.batch_rng is not None and fconfig.batch_rng is None:
+            fconfig = fconfig.replace(batch_rng=fns.batch_rng)  # dropout keys in every batch
         federation = Federation(
             fns.loss,
             train,

@@ -48,6 +48,8 @@ class FederationConfig:
       model_state_mode: what happens to model state such as BatchNorm statistics: "local" (each
         client keeps its own, never sent; as in the paper and FedBN) or "average" (aggregated
         with the same weights as the parameters).
+      batch_rng: the name of an entry added to every batch drawn, holding a fresh PRNG key's
+        data (``[2]`` uint32), for losses that need randomness (dropout); None: no entry.
       personalize_steps: SGD steps of size alpha on the client's training data before the
         personalized evaluation.
       eval_every: evaluate every this many rounds (and always after the last).
@@ -84,6 +86,7 @@ class FederationConfig:
     unroll: bool = True
     step_programs: bool | None = None
     model_state_mode: str = "local"
+    batch_rng: str | None = None
     personalize_steps: int = 1
     eval_every: int = 1
     eval_batch_size: int = 256

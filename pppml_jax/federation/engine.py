@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pppml_jax.algorithms.batching import sample_batch
 from pppml_jax.algorithms.client_update import (
     ClientCarry,
     ClientResult,
+    draw_batch,
     make_client_program,
     perfedavg_rule,
     sgd_rule,
@@ -180,6 +180,7 @@ class Federation:
             _local_optimizer(config),
             local_steps=config.local_steps,
             batch_size=config.batch_size,
+            batch_rng=config.batch_rng,
         )
         self.step_programs = (
             config.step_programs if config.step_programs is not None else self.execution == "loop"
@@ -625,7 +626,11 @@ class Federation:
 
     # ----------------------------------------------------------------------------- evaluation
     def _masked_metric(self, params, model_state, test_data, num_test):
-        """Mean of eval_fn over the real test examples (``nan`` when there are none)."""
+        """Mean of eval_fn over the real test examples.
+
+        Examples whose value is NaN do not count (an eval_fn may exclude examples that way,
+        e.g. Dice on slices where both masks are empty); ``nan`` when none counts.
+        """
         chunk = self._eval_chunk
         chunks = jax.tree.map(lambda x: x.reshape(-1, chunk, *x.shape[1:]), test_data)
         n_chunks = jax.tree.leaves(chunks)[0].shape[0]
@@ -633,19 +638,24 @@ class Federation:
         def one(args):
             batch, start = args
             values = self._eval(params, model_state, batch).astype(jnp.float32)
-            valid = (start + jnp.arange(chunk)) < num_test
-            return jnp.sum(jnp.where(valid, values, 0.0))
+            valid = ((start + jnp.arange(chunk)) < num_test) & ~jnp.isnan(values)
+            return jnp.sum(jnp.where(valid, values, 0.0)), jnp.sum(valid)
 
         starts = jnp.arange(n_chunks) * chunk
-        total = jnp.sum(jax.lax.map(one, (chunks, starts)))
-        return jnp.where(num_test > 0, total / jnp.maximum(num_test, 1), jnp.nan)
+        totals, counts = jax.lax.map(one, (chunks, starts))
+        count = jnp.sum(counts)
+        return jnp.where(count > 0, jnp.sum(totals) / jnp.maximum(count, 1), jnp.nan)
 
     def _personalize(self, params, model_state, train_data, num_train, key):
         """``personalize_steps`` SGD steps of size alpha on batches of training data only."""
         grad = jax.grad(lambda p, b: self._loss(p, model_state, b)[0])
         for t in range(self.config.personalize_steps):
-            batch = sample_batch(
-                jax.random.fold_in(key, t), train_data, num_train, self.config.batch_size
+            batch = draw_batch(
+                jax.random.fold_in(key, t),
+                train_data,
+                num_train,
+                self.config.batch_size,
+                self.config.batch_rng,
             )
             params = jax.tree.map(
                 lambda p, g: (p - self.config.inner_lr * g).astype(p.dtype),
@@ -705,7 +715,9 @@ class Federation:
             train, n_train = _take(train, ids), _take(n_train, ids)
 
         def one(p, s, data, n, key):
-            batch = sample_batch(jax.random.fold_in(key, t), data, n, self.config.batch_size)
+            batch = draw_batch(
+                jax.random.fold_in(key, t), data, n, self.config.batch_size, self.config.batch_rng
+            )
             grads = jax.grad(lambda q: self._loss(q, s, batch)[0])(p)
             return jax.tree.map(
                 lambda a, g: (a - self.config.inner_lr * g).astype(a.dtype), p, grads

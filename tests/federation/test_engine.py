@@ -254,3 +254,28 @@ def test_bad_inputs_are_refused(logistic):
         run(train, params, test_clients=test[:3], eval_fn=logistic_accuracy)
     with pytest.raises(ValueError, match="secure"):
         run(train, params, algorithm="local", secure={"backend": "plain"})
+
+
+def test_evaluation_skips_examples_scored_nan(logistic):
+    train, test, params = logistic
+
+    def accuracy_or_nan(p, batch):  # examples with a negative first feature do not count
+        acc = logistic_accuracy(p, batch)
+        return jnp.where(batch["x"][:, 0] < 0, jnp.nan, acc)
+
+    fed = Federation(
+        logistic_loss,
+        train,
+        FederationConfig(personalize_steps=0, eval_batch_size=4),
+        eval_fn=accuracy_or_nan,
+        test_clients=test,
+    )
+    state, _ = fed.round(fed.init(params))
+    ev = fed.evaluate(state)
+    for k, t in enumerate(test):
+        keep = t["x"][:, 0] >= 0
+        if keep.sum() == 0:
+            assert np.isnan(ev.global_[k])
+            continue
+        expected = float(logistic_accuracy(state.params, t)[keep].mean())
+        assert ev.global_[k] == pytest.approx(expected)
