@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 OUT     ?= runs/quickstart
 CONFIG  ?= configs/quickstart.yaml
 
-.PHONY: run test lint format bench install clean
+.PHONY: run test lint format bench attack real-ct install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,9 +33,17 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# About 30 minutes on 2 cores; each script also takes --json (one JSON object last).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/client_throughput.py
+	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/secure_aggregation.py
+
+attack: $(STAMP)
+	$(BIN)/pppml attack configs/attack.yaml --out runs/attack
+
+real-ct: $(STAMP)
+	$(BIN)/pppml data real-ct
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
