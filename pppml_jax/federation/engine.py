@@ -739,6 +739,13 @@ class Federation:
         g = self._metric_jit(params, mstate, test, n_test, cid, gather=gather, batched=batched)
         if self._per_client_params or self.config.personalize_steps == 0:
             return g, g
+        params = self._adapt_steps(params, mstate, chunk)
+        p = self._metric_jit(params, mstate, test, n_test, cid, gather=gather, batched=batched)
+        return g, p
+
+    def _adapt_steps(self, params, mstate, chunk):
+        """The personalization steps of one chunk of clients, one compiled program per step."""
+        _, cid, keys, _, train, n_train, gather = chunk
         for t in range(self.config.personalize_steps):
             params = self._adapt_jit(
                 params,
@@ -749,10 +756,9 @@ class Federation:
                 keys,
                 np.int32(t),
                 gather=gather,
-                batched=batched,
+                batched=self.execution == "vmap",
             )
-        p = self._metric_jit(params, mstate, test, n_test, cid, gather=gather, batched=batched)
-        return g, p
+        return params
 
     def evaluate(self, state: FederationState) -> Evaluation:
         """Every client's metric on its test split, global and personalized.
@@ -788,22 +794,12 @@ class Federation:
         key_data = self._client_keys(int(state.round), _EVAL_STREAM, ids)
         batched = self.execution == "vmap"
         out = []
-        for real, cid, keys, _, train, n_train, gather in self._chunks(ids, key_data):
+        for chunk in self._chunks(ids, key_data):
+            real, cid, keys, _, train, n_train, gather = chunk
             if self.step_programs:
                 params, mstate = self._eval_start_jit(state, cid, batched=batched)
                 if not self._per_client_params:
-                    for t in range(self.config.personalize_steps):
-                        params = self._adapt_jit(
-                            params,
-                            mstate,
-                            train,
-                            n_train,
-                            cid,
-                            keys,
-                            np.int32(t),
-                            gather=gather,
-                            batched=batched,
-                        )
+                    params = self._adapt_steps(params, mstate, chunk)
             else:
                 params = self._personalize_rows_jit(
                     state, train, n_train, cid, keys, gather=gather, batched=batched

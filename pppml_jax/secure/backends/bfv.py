@@ -21,8 +21,7 @@ import numpy as np
 
 from pppml_jax.secure.backends import _seal
 from pppml_jax.secure.backends.base import Backend, BackendInfo
-from pppml_jax.secure.errors import DecryptionError, InvalidOptionError, MalformedCiphertextError
-from pppml_jax.secure.messages import pack_chunks, unpack_chunks
+from pppml_jax.secure.errors import DecryptionError, InvalidOptionError
 
 PRESETS = {
     # name: (poly_modulus_degree, plaintext modulus bits)
@@ -56,10 +55,11 @@ class BFVSecret:
     decryptor: Any
 
 
-class BFVBackend(Backend):
+class BFVBackend(_seal.SealVectors, Backend):
     """TenSEAL BFV with batching; symmetric (secret-key) encryption, exact modular sums."""
 
     name = "bfv"
+    scheme = "BFV"
     exact = True
 
     def __init__(self, config: BFVConfig = BFVConfig()) -> None:
@@ -112,36 +112,9 @@ class BFVBackend(Backend):
         rows = np.asarray(values, np.int64).reshape(-1, self.slots).tolist()
         return [ts.bfv_vector(secret.context, row) for row in rows]
 
-    def add(self, secret: BFVSecret, running: list[Any] | None, contribution: list[Any]):
-        """Ciphertext-ciphertext additions, chunk by chunk (in place on ``running``)."""
-        if running is None:
-            return contribution
-        for acc, c in zip(running, contribution, strict=True):
-            acc.add_(c)
-        return running
-
-    def serialize(self, running: list[Any]) -> bytes:
-        return pack_chunks([c.serialize() for c in running])
-
-    def deserialize(self, secret: BFVSecret, data: bytes, *, where: str) -> list[Any]:
+    def _load_vector(self, secret: Any, chunk: bytes) -> Any:
         ts = _seal.import_tenseal()
-        out = []
-        for i, chunk in enumerate(unpack_chunks(data, where=where)):
-            try:
-                vec = ts.bfv_vector_from(secret.context, chunk)
-            except Exception as err:  # SEAL raises ValueError/RuntimeError on bad streams
-                raise MalformedCiphertextError(
-                    f"{where}: BFV ciphertext chunk {i} does not deserialize ({err})"
-                ) from err
-            if vec.size() != self.slots:
-                raise MalformedCiphertextError(
-                    f"{where}: BFV chunk {i} holds {vec.size()} values, expected {self.slots}"
-                )
-            out.append(vec)
-        return out
-
-    def length(self, running: list[Any]) -> int:
-        return len(running) * self.slots
+        return ts.bfv_vector_from(secret.context, chunk)
 
     def decrypt(self, secret: BFVSecret, running: list[Any]) -> np.ndarray:
         """Decrypts every chunk; refuses if the first chunk's noise budget is spent.

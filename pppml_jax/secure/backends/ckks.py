@@ -29,8 +29,7 @@ import numpy as np
 
 from pppml_jax.secure.backends import _seal
 from pppml_jax.secure.backends.base import Backend, BackendInfo
-from pppml_jax.secure.errors import DecryptionError, InvalidOptionError, MalformedCiphertextError
-from pppml_jax.secure.messages import pack_chunks, unpack_chunks
+from pppml_jax.secure.errors import DecryptionError, InvalidOptionError
 
 PRESETS = {
     # name: (degree, coefficient moduli, log2 scale, public-key encryption)
@@ -55,10 +54,11 @@ class CKKSConfig:
     mask_bits: int = 44
 
 
-class CKKSBackend(Backend):
+class CKKSBackend(_seal.SealVectors, Backend):
     """TenSEAL CKKS vectors of N/2 slots holding integers; exact after rounding (checked)."""
 
     name = "ckks"
+    scheme = "CKKS"
     exact = False
 
     def __init__(self, config: CKKSConfig = CKKSConfig()) -> None:
@@ -101,35 +101,9 @@ class CKKSBackend(Backend):
         rows = np.asarray(values, np.float64).reshape(-1, self.slots).tolist()
         return [ts.ckks_vector(secret, row) for row in rows]
 
-    def add(self, secret: Any, running: list[Any] | None, contribution: list[Any]):
-        if running is None:
-            return contribution
-        for acc, c in zip(running, contribution, strict=True):
-            acc.add_(c)
-        return running
-
-    def serialize(self, running: list[Any]) -> bytes:
-        return pack_chunks([c.serialize() for c in running])
-
-    def deserialize(self, secret: Any, data: bytes, *, where: str) -> list[Any]:
+    def _load_vector(self, secret: Any, chunk: bytes) -> Any:
         ts = _seal.import_tenseal()
-        out = []
-        for i, chunk in enumerate(unpack_chunks(data, where=where)):
-            try:
-                vec = ts.ckks_vector_from(secret, chunk)
-            except Exception as err:  # SEAL raises ValueError/RuntimeError on bad streams
-                raise MalformedCiphertextError(
-                    f"{where}: CKKS ciphertext chunk {i} does not deserialize ({err})"
-                ) from err
-            if vec.size() != self.slots:
-                raise MalformedCiphertextError(
-                    f"{where}: CKKS chunk {i} holds {vec.size()} values, expected {self.slots}"
-                )
-            out.append(vec)
-        return out
-
-    def length(self, running: list[Any]) -> int:
-        return len(running) * self.slots
+        return ts.ckks_vector_from(secret, chunk)
 
     def decrypt(self, secret: Any, running: list[Any]) -> np.ndarray:
         """Decrypts and rounds; refuses if any value is more than 1/4 from an integer."""
