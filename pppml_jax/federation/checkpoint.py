@@ -78,6 +78,10 @@ class Checkpointer:
         ocp = self._ocp
         step = int(state.round)
         meta = {"round": step, "secure_round": step, **(record or {})}
+        if step in self._manager.all_steps():
+            # a step left by a run that crashed after it (or mid-save) and was resumed from an
+            # earlier one: this run is redoing that round, so its new state replaces the old
+            self._manager.delete(step)
         self._manager.save(
             step,
             args=ocp.args.Composite(

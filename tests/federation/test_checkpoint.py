@@ -90,6 +90,23 @@ def test_corrupt_latest_step_falls_back_with_a_warning(tmp_path, damage):
     assert max_abs_diff(jax.device_get(restored), jax.device_get(states[1])) == 0.0
 
 
+def test_a_redone_round_replaces_the_unusable_step(tmp_path):
+    fed, state = logistic_federation()
+    checkpointer = Checkpointer(tmp_path)
+    for _ in range(3):
+        state, _ = fed.round(state)
+        checkpointer.save(state)
+    (tmp_path / "3" / "manifest.json").unlink()  # killed while saving step 3
+    template = fed.init({"w": jnp.zeros(5), "b": jnp.zeros(())})
+    with pytest.warns(CheckpointWarning):
+        resumed, _ = checkpointer.restore_latest(template)
+    redone, _ = fed.round(resumed)
+    checkpointer.save(redone, {"note": "redone"})
+    restored, record = Checkpointer(tmp_path).restore_latest(template)
+    assert restored.round == 3 and record["note"] == "redone"
+    assert max_abs_diff(jax.device_get(restored), jax.device_get(state)) == 0.0
+
+
 def test_no_checkpoint_gives_none(tmp_path):
     _, state = logistic_federation()
     with warnings.catch_warnings():
