@@ -32,10 +32,10 @@ def build_model(spec: Mapping[str, Any], *, num_classes: int):
     ``num_classes`` comes from the data unless the options set it.
     """
     name = spec["name"]
-    cls = getattr(model_zoo, name, None)
-    if cls is None or not isinstance(cls, type):
-        available = ", ".join(sorted(n for n in model_zoo.__all__))
-        raise ValueError(f"model.name={name!r} is not in pppml_jax.models ({available})")
+    available = sorted(n for n in model_zoo.__all__ if callable(getattr(model_zoo, n)))
+    if name not in available:
+        raise ValueError(f"model.name={name!r} is not in pppml_jax.models ({', '.join(available)})")
+    cls = getattr(model_zoo, name)
     options = dict(spec.get("options") or {})
     options.setdefault("num_classes", num_classes)
     try:

@@ -1,5 +1,6 @@
 """Config files: --set overrides, validation messages, per-algorithm FederationConfig."""
 
+import flax.linen as nn
 import pytest
 
 from pppml_jax.experiments.config import (
@@ -10,6 +11,7 @@ from pppml_jax.experiments.config import (
     parse_override,
     validate,
 )
+from pppml_jax.experiments.runner import build_model
 
 BASE = {
     "name": "t",
@@ -96,3 +98,16 @@ def test_shipped_configs_are_valid():
         config = load_config(path)
         for algorithm in config["algorithms"]:
             federation_config(config, algorithm)
+        model = build_model(config["model"], num_classes=2)
+        assert isinstance(model, nn.Module), (path.name, type(model))
+
+
+def test_build_model_accepts_the_partial_presets_and_names_unknown_ones():
+    tiny = build_model({"name": "DenseNet3DTiny"}, num_classes=3)
+    assert isinstance(tiny, nn.Module) and tiny.growth_rate == 8 and tiny.num_classes == 3
+    with pytest.raises(ValueError, match=r"'ResNet50' is not in pppml_jax\.models"):
+        build_model({"name": "ResNet50"}, num_classes=2)
+    with pytest.raises(ValueError, match=r"'ACTIVATIONS' is not in pppml_jax\.models"):
+        build_model({"name": "ACTIVATIONS"}, num_classes=2)
+    with pytest.raises(ValueError, match="model UNet2D: bad options"):
+        build_model({"name": "UNet2D", "options": {"width": 3}}, num_classes=2)

@@ -190,3 +190,41 @@ def test_lenet_is_twice_differentiable_for_gradient_matching():
     hvp_flat = np.concatenate([np.ravel(a) for a in jax.tree.leaves(hvp)])
     fd_flat = np.concatenate([np.ravel(a) for a in jax.tree.leaves(fd)])
     assert np.linalg.norm(hvp_flat - fd_flat) < 0.03 * np.linalg.norm(hvp_flat)
+
+
+@pytest.mark.parametrize(
+    ("strides", "padding", "channels"),
+    [
+        ((1, 2, 2), ((3, 3), (3, 3), (3, 3)), 1),  # the DenseNet3D stem
+        ((2, 1, 2), ((1, 2), (0, 1), (2, 0)), 3),  # depth stride, asymmetric padding
+        ((1, 1, 1), ((0, 0), (0, 0), (0, 0)), 2),  # valid padding
+    ],
+)
+def test_unfolded_conv3d_equals_xla_conv3d_and_its_gradient(strides, padding, channels):
+    from pppml_jax.models._conv3d import conv3d, unfolded_conv3d
+
+    kx, kk = jax.random.split(jax.random.key(5))
+    x = jax.random.normal(kx, (2, 9, 10, 11, channels))
+    kernel = jax.random.normal(kk, (3, 5, 4, channels, 4))
+    plain = conv3d(x, kernel, strides, padding)
+    unfolded = unfolded_conv3d(x, kernel, strides, padding)
+    assert unfolded.shape == plain.shape
+    np.testing.assert_allclose(unfolded, plain, rtol=1e-5, atol=1e-4)
+    cot = jax.random.normal(jax.random.key(6), plain.shape)
+
+    def grads(fn):
+        return jax.grad(lambda k, x: jnp.vdot(fn(x, k, strides, padding), cot), (0, 1))(kernel, x)
+
+    for a, b in zip(grads(unfolded_conv3d), grads(conv3d), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_densenet_stem_is_the_same_network_either_way_and_keeps_nn_conv_names():
+    x = jax.random.normal(jax.random.key(7), (2, 6, 16, 16, 1))
+    models = [DenseNet3DTiny(head_dropout=0.0, stem_unfold=u) for u in (True, False)]
+    variables = jax.jit(models[0].init)(jax.random.key(0), x)
+    assert variables["params"]["Conv_0"]["kernel"].shape == (7, 7, 7, 1, 8)
+    other = jax.jit(models[1].init)(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, other)  # same init, same tree
+    outs = [m.apply(variables, x, train=False) for m in models]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
