@@ -74,10 +74,10 @@ class DenseNet3D(nn.Module):
       bn_momentum: BatchNorm running-average decay (0.9 equals PyTorch's momentum 0.1).
       norm: ``"batch"`` (default, the paper's), ``"group"`` (no running statistics) or
         ``"none"``.
-      stem_unfold: how the stem convolution is computed (:class:`~pppml_jax.models._conv3d.
-        Conv3D`): None picks by platform (depth-unfolded on CPU, where XLA's 3-D convolution
-        with one input channel is about 16x slower; plain on accelerators). Same parameters
-        and results either way.
+      stem_unfold: how the stem convolution is computed (``models._conv3d.Conv3D``): None
+        picks by platform (depth-unfolded on CPU, where XLA's 3-D convolution with one input
+        channel is about 16x slower; plain on accelerators). Same parameters and results
+        either way.
 
     Input ``x``: ``[B, D, H, W, C]`` float32 (the paper: ``[B, 70, 70, 70, 1]``).
     Output: ``[B, num_classes]`` logits.
