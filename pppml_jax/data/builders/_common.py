@@ -71,6 +71,19 @@ def config_name(prefix: str, options: Mapping[str, Any]) -> str:
     return f"{prefix}_{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}"
 
 
+def check_options(dataset: str, config_cls: type, options: Mapping[str, Any]) -> None:
+    """Refuses ``options`` that are not fields ``config_cls`` adds to ``tfds.core.BuilderConfig``.
+
+    Raises:
+      ValueError: naming ``dataset``, the unknown options and the valid ones.
+    """
+    inherited = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+    known = {f.name for f in dataclasses.fields(config_cls)} - inherited
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown {dataset} option(s) {unknown}; valid: {sorted(known)}")
+
+
 def build(
     builder_cls: type[tfds.core.GeneratorBasedBuilder],
     config: tfds.core.BuilderConfig,

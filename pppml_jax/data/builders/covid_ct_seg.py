@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pppml_jax.data.builders._common import client_split, config_name, segmentation_features
+from pppml_jax.data.builders._common import (
+    check_options,
+    client_split,
+    config_name,
+    segmentation_features,
+)
 from pppml_jax.data.nifti import VolumeFileError, check_pair, read_volume
 from pppml_jax.data.slicing import AXES, volume_to_slices
 
@@ -55,12 +60,7 @@ class CovidCtSegConfig(tfds.core.BuilderConfig):
 
 def make_config(manual_dir: str | Path, **options) -> CovidCtSegConfig:
     """A config for ``manual_dir`` and ``options`` (fields of :class:`CovidCtSegConfig`)."""
-    known = {f.name for f in dataclasses.fields(CovidCtSegConfig)} - {
-        f.name for f in dataclasses.fields(tfds.core.BuilderConfig)
-    }
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown covid_ct_seg option(s) {unknown}; valid: {sorted(known)}")
+    check_options("covid_ct_seg", CovidCtSegConfig, options)
     if options.get("axis", "z") not in AXES:
         raise ValueError(f"axis={options['axis']!r} is not one of {AXES}")
     options = {**options, "source": str(Path(manual_dir).resolve())}

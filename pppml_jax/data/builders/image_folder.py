@@ -24,7 +24,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pppml_jax.data._ops import resize, window_hu
-from pppml_jax.data.builders._common import classification_features, client_split, config_name
+from pppml_jax.data.builders._common import (
+    check_options,
+    classification_features,
+    client_split,
+    config_name,
+)
 from pppml_jax.data.nifti import VolumeFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -53,12 +58,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
 
 def make_config(manual_dir: str | Path, **options) -> ImageFolderConfig:
     """A config for ``manual_dir`` and ``options`` (fields of :class:`ImageFolderConfig`)."""
-    known = {f.name for f in dataclasses.fields(ImageFolderConfig)} - {
-        f.name for f in dataclasses.fields(tfds.core.BuilderConfig)
-    }
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown image_folder option(s) {unknown}; valid: {sorted(known)}")
+    check_options("image_folder", ImageFolderConfig, options)
     if options.get("layout", "class") not in LAYOUTS:
         raise ValueError(f"layout={options['layout']!r} is not one of {LAYOUTS}")
     if options.get("nifti_intensity", "minmax") not in ("minmax", "hu"):

@@ -26,7 +26,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pppml_jax.data.builders._common import classification_features, client_split, config_name
+from pppml_jax.data.builders._common import (
+    check_options,
+    classification_features,
+    client_split,
+    config_name,
+)
 from pppml_jax.data.lung_crop import preprocess_volume
 from pppml_jax.data.nifti import VolumeFileError
 
@@ -58,12 +63,7 @@ class RadChestCtConfig(tfds.core.BuilderConfig):
 
 def make_config(manual_dir: str | Path, **options) -> RadChestCtConfig:
     """A config for ``manual_dir`` and ``options`` (fields of :class:`RadChestCtConfig`)."""
-    known = {f.name for f in dataclasses.fields(RadChestCtConfig)} - {
-        f.name for f in dataclasses.fields(tfds.core.BuilderConfig)
-    }
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown rad_chestct option(s) {unknown}; valid: {sorted(known)}")
+    check_options("rad_chestct", RadChestCtConfig, options)
     options = {**options, "source": str(Path(manual_dir).resolve())}
     return RadChestCtConfig(name=config_name("rad", options), **options)
 
