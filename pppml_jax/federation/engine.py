@@ -40,6 +40,7 @@ from pppml_jax.algorithms.client_update import (
     perfedavg_rule,
     sgd_rule,
 )
+from pppml_jax.algorithms.personalize import personalize
 from pppml_jax.federation.aggregation import all_finite, client_deltas, server_step
 from pppml_jax.federation.clients import ClientBlock, stack_clients
 from pppml_jax.federation.config import FederationConfig
@@ -278,12 +279,23 @@ class Federation:
         )
 
     # ----------------------------------------------------------------------------- programs
-    def _start(self, params, model_state, client_params, client_model_state, ids):
-        """The model and model state client(s) ``ids`` start from (ids: scalar or [C])."""
+    def _start(self, state: FederationState, ids, batched: bool = False):
+        """The model and model state client(s) ``ids`` start from (ids: scalar or [C]).
+
+        Batched, shared ones are broadcast to ``[C]`` rows; unbatched, a shared model is
+        returned as is (callers that vmap it pass ``in_axes`` :meth:`_axes`).
+        """
+        params, model_state = state.params, state.model_state
         if self._per_client_params:
-            params = _take(client_params, ids)
+            params = _take(state.client_params, ids)
         if self._per_client_state:
-            model_state = _take(client_model_state, ids)
+            model_state = _take(state.client_model_state, ids)
+        if batched:
+            p_axis, s_axis = self._axes()
+            if p_axis is None:
+                params = _broadcast(params, ids.shape[0])
+            if s_axis is None:
+                model_state = _broadcast(model_state, ids.shape[0])
         return params, model_state
 
     def _updates(self, results: ClientResult, params, model_state) -> dict:
@@ -296,19 +308,15 @@ class Federation:
     def _axes(self) -> tuple[int | None, int | None]:
         return (0 if self._per_client_params else None, 0 if self._per_client_state else None)
 
-    def _init_rows(self, state, work: _Work, ids, batched: bool) -> ClientCarry:
-        """The carries of clients ``ids`` ([C], or a scalar when not batched) before step 0."""
-        params, mstate = self._start(
-            state.params, state.model_state, work.client_params, work.client_model_state, ids
-        )
+    def _init_rows(self, state, ids, batched: bool) -> ClientCarry:
+        """The carries of clients ``ids`` ([C], or a scalar when not batched) before step 0.
+
+        A client's own model and state come from ``state`` (each client is sampled once per
+        round, so the round's work has not changed them yet).
+        """
+        params, mstate = self._start(state, ids, batched)
         if not batched:
             return self._program.init(params, mstate)
-        p_axis, s_axis = self._axes()
-        size = ids.shape[0]
-        if p_axis is None:
-            params = _broadcast(params, size)
-        if s_axis is None:
-            mstate = _broadcast(mstate, size)
         return jax.vmap(self._program.init)(params, mstate)
 
     def _step_rows(self, carry, data, counts, ids, keys, t, gather: bool, batched: bool):
@@ -360,7 +368,7 @@ class Federation:
 
     def _train_rows(self, state, work: _Work, data, counts, ids, keys, weights, gather, batched):
         """All local steps of clients ``ids`` in one program (steps unrolled or rolled)."""
-        carry = self._init_rows(state, work, ids, batched)
+        carry = self._init_rows(state, ids, batched)
         if self.config.unroll:
             for t in range(self.config.local_steps):
                 carry = self._step_rows(carry, data, counts, ids, keys, t, gather, batched)
@@ -440,7 +448,7 @@ class Federation:
         self._finish_jit = jax.jit(self._finish)
         self._eval_rows_jit = jax.jit(self._eval_rows, static_argnames=("gather", "batched"))
         self._metric_jit = jax.jit(self._metric_rows, static_argnames=("gather", "batched"))
-        self._eval_start_jit = jax.jit(self._eval_start, static_argnames=("batched",))
+        self._start_jit = jax.jit(self._start, static_argnames=("batched",))
         self._adapt_jit = jax.jit(self._adapt_rows, static_argnames=("gather", "batched"))
         self._personalize_rows_jit = jax.jit(
             self._personalize_rows, static_argnames=("gather", "batched")
@@ -463,7 +471,7 @@ class Federation:
                 batched=batched,
                 collect=collect,
             )
-        carry = self._init_jit(state, work, cid, batched=batched)
+        carry = self._init_jit(state, cid, batched=batched)
         for t in range(self.config.local_steps):
             carry = self._step_jit(
                 carry, data, counts, cid, keys, np.int32(t), gather=gather, batched=batched
@@ -646,22 +654,27 @@ class Federation:
         count = jnp.sum(counts)
         return jnp.where(count > 0, jnp.sum(totals) / jnp.maximum(count, 1), jnp.nan)
 
+    def _personalize_step(self, params, model_state, train_data, num_train, key, t):
+        """Personalization step ``t``: :func:`~pppml_jax.algorithms.personalize` (one SGD step
+        of size alpha) on a batch of the client's training data, drawn with ``key`` and ``t``."""
+        batch = draw_batch(
+            jax.random.fold_in(key, t),
+            train_data,
+            num_train,
+            self.config.batch_size,
+            self.config.batch_rng,
+        )
+        return personalize(
+            lambda p, b: self._loss(p, model_state, b)[0],
+            params,
+            batch,
+            alpha=self.config.inner_lr,
+        )
+
     def _personalize(self, params, model_state, train_data, num_train, key):
         """``personalize_steps`` SGD steps of size alpha on batches of training data only."""
-        grad = jax.grad(lambda p, b: self._loss(p, model_state, b)[0])
         for t in range(self.config.personalize_steps):
-            batch = draw_batch(
-                jax.random.fold_in(key, t),
-                train_data,
-                num_train,
-                self.config.batch_size,
-                self.config.batch_rng,
-            )
-            params = jax.tree.map(
-                lambda p, g: (p - self.config.inner_lr * g).astype(p.dtype),
-                params,
-                grad(params, batch),
-            )
+            params = self._personalize_step(params, model_state, train_data, num_train, key, t)
         return params
 
     def _eval_client(self, params, model_state, train_data, num_train, test_data, num_test, key):
@@ -676,30 +689,13 @@ class Federation:
         if gather:
             train, n_train = _take(train, ids), _take(n_train, ids)
             test, n_test = _take(test, ids), _take(n_test, ids)
-        params, mstate = self._start(
-            state.params, state.model_state, state.client_params, state.client_model_state, ids
-        )
+        params, mstate = self._start(state, ids)
         if not batched:
             return self._eval_client(params, mstate, train, n_train, test, n_test, keys)
-        p_axis = 0 if self._per_client_params else None
-        s_axis = 0 if self._per_client_state else None
+        p_axis, s_axis = self._axes()
         return jax.vmap(self._eval_client, in_axes=(p_axis, s_axis, 0, 0, 0, 0, 0))(
             params, mstate, train, n_train, test, n_test, keys
         )
-
-    def _eval_start(self, state, ids, batched: bool):
-        """Models scored for clients ``ids``, broadcast to ``[C]`` when batched (one program
-        then scores both the global and the personalized models)."""
-        params, mstate = self._start(
-            state.params, state.model_state, state.client_params, state.client_model_state, ids
-        )
-        if batched:
-            p_axis, s_axis = self._axes()
-            if p_axis is None:
-                params = _broadcast(params, ids.shape[0])
-            if s_axis is None:
-                mstate = _broadcast(mstate, ids.shape[0])
-        return params, mstate
 
     def _metric_rows(self, params, mstate, test, n_test, ids, gather: bool, batched: bool):
         if gather:
@@ -709,23 +705,15 @@ class Federation:
         return jax.vmap(self._masked_metric)(params, mstate, test, n_test)
 
     def _adapt_rows(self, params, mstate, train, n_train, ids, keys, t, gather, batched):
-        """Personalization step ``t`` (as in :meth:`_personalize`) of clients ``ids``."""
+        """Personalization step ``t`` (:meth:`_personalize_step`) of clients ``ids``."""
         keys = jax.random.wrap_key_data(keys)
         if gather:
             train, n_train = _take(train, ids), _take(n_train, ids)
-
-        def one(p, s, data, n, key):
-            batch = draw_batch(
-                jax.random.fold_in(key, t), data, n, self.config.batch_size, self.config.batch_rng
-            )
-            grads = jax.grad(lambda q: self._loss(q, s, batch)[0])(p)
-            return jax.tree.map(
-                lambda a, g: (a - self.config.inner_lr * g).astype(a.dtype), p, grads
-            )
-
         if not batched:
-            return one(params, mstate, train, n_train, keys)
-        return jax.vmap(one)(params, mstate, train, n_train, keys)
+            return self._personalize_step(params, mstate, train, n_train, keys, t)
+        return jax.vmap(self._personalize_step, in_axes=(0, 0, 0, 0, 0, None))(
+            params, mstate, train, n_train, keys, t
+        )
 
     def _evaluate_chunk(self, state, chunk, test_chunk):
         _, cid, keys, _, train, n_train, gather = chunk
@@ -735,7 +723,7 @@ class Federation:
             return self._eval_rows_jit(
                 state, train, n_train, test, n_test, cid, keys, gather=gather, batched=batched
             )
-        params, mstate = self._eval_start_jit(state, cid, batched=batched)
+        params, mstate = self._start_jit(state, cid, batched=batched)
         g = self._metric_jit(params, mstate, test, n_test, cid, gather=gather, batched=batched)
         if self._per_client_params or self.config.personalize_steps == 0:
             return g, g
@@ -797,7 +785,7 @@ class Federation:
         for chunk in self._chunks(ids, key_data):
             real, cid, keys, _, train, n_train, gather = chunk
             if self.step_programs:
-                params, mstate = self._eval_start_jit(state, cid, batched=batched)
+                params, mstate = self._start_jit(state, cid, batched=batched)
                 if not self._per_client_params:
                     params = self._adapt_steps(params, mstate, chunk)
             else:
@@ -816,7 +804,7 @@ class Federation:
         keys = jax.random.wrap_key_data(keys)
         if gather:
             train, n_train = _take(train, ids), _take(n_train, ids)
-        params, mstate = self._eval_start(state, ids, batched)
+        params, mstate = self._start(state, ids, batched)
         if self._per_client_params:
             return params
         if not batched:
