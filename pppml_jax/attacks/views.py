@@ -31,12 +31,16 @@ import jax
 import numpy as np
 
 from pppml_jax.secure import SecureAggregator, TwoPartyRingWarning
-from pppml_jax.secure.masking import relay_pad
-from pppml_jax.secure.messages import TAG_BYTES, Message, open_sealed, unpack_sections
+from pppml_jax.secure.masking import pad_sum
+from pppml_jax.secure.messages import (
+    HEADER_BYTES,
+    TAG_BYTES,
+    Message,
+    open_sealed,
+    unpack_sections,
+)
 from pppml_jax.secure.quantize import centered
-from pppml_jax.secure.tree import FlatUpdates, Layout, flatten_updates
-
-_HEADER_BYTES = 40  # documented size of an envelope's header (pppml_jax.secure.messages)
+from pppml_jax.secure.tree import FlatUpdates, flatten_updates
 
 VIEWS = ("plain", "relay", "next_client", "aggregate", "aggregate_minus_own")
 """Names of the views :func:`party_views` returns, in presentation order."""
@@ -112,11 +116,9 @@ def _victim_message(transcript: Sequence[Message], victim: int) -> Message:
     raise ValueError(f"the transcript holds no partial sum sent by client {victim} at hop 0")
 
 
-def _channel(aggregator: SecureAggregator) -> tuple[str, int]:
-    """Name and block size of the channel that carries every leaf (``encrypt=None``)."""
-    if aggregator.backend.name == "plain":
-        return "masked", 1
-    return "encrypted", aggregator.backend.slots
+def _channel(aggregator: SecureAggregator) -> str:
+    """Name of the channel that carries every leaf (``encrypt=None``)."""
+    return "masked" if aggregator.backend.name == "plain" else "encrypted"
 
 
 def _relay_view(message: Message, channel: str, num_params: int, clip: float):
@@ -126,7 +128,7 @@ def _relay_view(message: Message, channel: str, num_params: int, clip: float):
     40-byte header, then the sections, then the 32-byte tag (``pppml_jax.secure.messages``).
     """
     payload = message.payload
-    sections = unpack_sections(payload[_HEADER_BYTES:-TAG_BYTES], where="relay view")
+    sections = unpack_sections(payload[HEADER_BYTES:-TAG_BYTES], where="relay view")
     data = bytes(sections[channel])
     values = np.frombuffer(data[: (len(data) // 4) * 4], "<f4")[:num_params]
     if values.size < num_params:  # fewer bytes than an update: repeat them
@@ -144,34 +146,26 @@ def _decrypt_as_hospital(
     where = f"attack view of client {message.receiver}"
     env = open_sealed(keys.mac_key, message.payload, where=where)
     sections = unpack_sections(env.body, where=where)
-    name, block = _channel(aggregator)
+    name = _channel(aggregator)
     if set(sections) != {name}:
         raise ValueError(
             f"the victim's message carries channels {sorted(sections)}; the attack views need "
             f"every leaf in the {name!r} channel (run the round with encrypt=None)"
         )
     backend = aggregator.backend
-    secret = keys.backend_secret if name == "encrypted" else keys.masked_secret
-    layout = Layout.build(list(range(len(sizes))), sizes, block=block, per_leaf=False)
+    secret = keys.secret_for(name)
     total = backend.decrypt(secret, backend.deserialize(secret, bytes(sections[name]), where=where))
     if name == "masked":  # every hospital can remove the relay pads, not the mask
-        for position in range(env.hop + 1):
-            total = total - relay_pad(
-                keys.pad_key,
-                modulus=backend.modulus,
-                size=total.size,
-                round_index=env.round_index,
-                attempt=env.attempt,
-                position=position,
-            )
-    out = np.zeros(int(sum(sizes)), np.int64)
-    values = centered(total, backend.modulus)
-    start = 0
-    for leaf, size in enumerate(sizes):
-        offset = layout.offsets[layout.leaf_ids.index(leaf)]
-        out[start : start + size] = values[offset : offset + size]
-        start += size
-    return out
+        total = total - pad_sum(
+            keys.pad_key,
+            modulus=backend.modulus,
+            size=total.size,
+            round_index=env.round_index,
+            attempt=env.attempt,
+            positions=env.hop + 1,
+        )
+    # Every leaf travels back to back from offset 0 (flat layout): the update is a prefix.
+    return centered(total, backend.modulus)[: sum(sizes)]
 
 
 def party_views(
@@ -237,7 +231,7 @@ def party_views(
     clean, facts = sanitize(own, clip=clip)
     views["plain"], diagnostics["plain"] = _to_tree(flat, clean), facts
 
-    channel, _ = _channel(agg)
+    channel = _channel(agg)
     message = _victim_message(res.transcript, victim)
     clean, facts = _relay_view(message, channel, flat.num_params, clip)
     views["relay"], diagnostics["relay"] = _to_tree(flat, clean), facts

@@ -618,7 +618,7 @@ class Federation:
         mean = self.placement.put_replicated(jax.tree.map(np.asarray, res.aggregate))
         st = res.stats
         stats = {
-            "backend": self.secure_options.get("backend", "plain"),
+            "backend": st.backend.name,
             "initiator": int(ids[res.initiator]),
             "participants": [int(ids[i]) for i in st.participants],
             "dropped": [int(ids[c]) for c, _, _ in st.dropped],

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -131,8 +131,7 @@ class SecureAggregator:
         return self._keys
 
     def _new_keys(self, round_index: int) -> KeySet:
-        masked = PlainBackend(PlainConfig())
-        return generate_keyset(self.backend, masked, round_index=round_index)
+        return generate_keyset(self.backend, round_index=round_index)
 
     def rotate_keys(self, *, round_index: int = 0) -> KeySet:
         """Replaces the key set by a fresh one and returns it."""
@@ -302,6 +301,25 @@ def clear_aggregator_cache() -> None:
     _CACHE.clear()
 
 
+def split_options(backend: str, options: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Splits options into the aggregator's and the round's.
+
+    Args:
+      backend: backend name.
+      options: backend options, ``rotate_every`` and protocol options, mixed.
+
+    Returns:
+      ``(aggregator options, protocol options)``: the first holds the backend's options and
+      ``rotate_every`` (for :class:`SecureAggregator`), the second everything else (for
+      :meth:`SecureAggregator.aggregate`).
+    """
+    names = set(backend_option_names(backend)) if isinstance(backend, str) else set()
+    names.add("rotate_every")
+    agg_opts = {k: v for k, v in options.items() if k in names}
+    ring_opts = {k: v for k, v in options.items() if k not in names}
+    return agg_opts, ring_opts
+
+
 def cyclic_aggregate(
     updates: Sequence[Any],
     weights: Sequence[float],
@@ -345,9 +363,6 @@ def cyclic_aggregate(
         ``WrongRoundError``, ``MalformedCiphertextError``, ``ClientDropoutError``,
         ``DecryptionError``, ``BackendUnavailableError``. Inputs are never modified.
     """
-    backend_names = set(backend_option_names(backend)) if isinstance(backend, str) else set()
-    agg_opts = {k: options.pop(k) for k in list(options) if k in backend_names}
-    if "rotate_every" in options:
-        agg_opts["rotate_every"] = options.pop("rotate_every")
+    agg_opts, ring_opts = split_options(backend, options)
     aggregator = get_aggregator(backend, **agg_opts)
-    return aggregator.aggregate(updates, weights, round_index=round_index, seed=seed, **options)
+    return aggregator.aggregate(updates, weights, round_index=round_index, seed=seed, **ring_opts)

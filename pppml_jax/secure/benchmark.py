@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pppml_jax.secure.aggregate import SecureAggregator
-from pppml_jax.secure.backends import backend_option_names
+from pppml_jax.secure.aggregate import SecureAggregator, split_options
 
 UNET_PARAMS = 1_944_049
 """Parameters of the paper's 2-D U-Net (4 levels, 16 features, conv bias + BatchNorm)."""
@@ -117,9 +116,7 @@ def measure(config: Config, *, seed: int = 0) -> dict[str, Any]:
       ``encrypted_params``; ``peak_rss_mb`` of this process.
     """
     updates, weights = synthetic_updates(config.num_params, config.num_clients, seed=seed)
-    names = set(backend_option_names(config.backend)) | {"rotate_every"}
-    backend_opts = {k: v for k, v in config.options.items() if k in names}
-    ring_opts = {k: v for k, v in config.options.items() if k not in names}
+    backend_opts, ring_opts = split_options(config.backend, config.options)
     t0 = time.perf_counter()
     aggregator = SecureAggregator(config.backend, **backend_opts)
     _ = aggregator.keys

@@ -26,16 +26,21 @@ class HospitalKeys:
     Attributes:
       key_id: 8-byte hex identifier of the key set (public).
       backend_secret: the encryption backend's secret material (``None`` for ``plain``).
-      masked_secret: secret material of the masked-only channel's backend (``None``).
       mac_key: 32 random bytes; HMAC-SHA256 key authenticating every envelope.
       pad_key: 32 random bytes; SHAKE-256 key of the relay pads.
     """
 
     key_id: str
     backend_secret: Any = field(repr=False)
-    masked_secret: Any = field(repr=False)
     mac_key: bytes = field(repr=False)
     pad_key: bytes = field(repr=False)
+
+    def secret_for(self, channel: str) -> Any:
+        """The secret a channel's backend uses: ``backend_secret`` for ``"encrypted"``.
+
+        ``None`` for ``"masked"``: the masked-only channel's ``plain`` backend has no keys.
+        """
+        return self.backend_secret if channel == "encrypted" else None
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,14 @@ class KeySet:
     created_round: int
 
 
-def generate_keyset(backend: Backend, masked: Backend, *, round_index: int = 0) -> KeySet:
-    """Generates fresh keys for both channels and splits them between hospitals and relay.
+def generate_keyset(backend: Backend, *, round_index: int = 0) -> KeySet:
+    """Generates fresh keys and splits them between hospitals and relay.
+
+    The masked-only channel's ``plain`` backend has no keys of its own (its values are
+    authenticated with ``mac_key`` and hidden from the relay with ``pad_key``).
 
     Args:
       backend: the encryption backend.
-      masked: the masked-only channel's backend (``plain``).
       round_index: the round the keys are made for (recorded for rotation).
 
     Returns:
@@ -82,11 +89,9 @@ def generate_keyset(backend: Backend, masked: Backend, *, round_index: int = 0) 
     """
     key_id = os.urandom(8).hex()
     secret, public = backend.keygen()
-    masked_secret, _ = masked.keygen()
     hospital = HospitalKeys(
         key_id=key_id,
         backend_secret=secret,
-        masked_secret=masked_secret,
         mac_key=os.urandom(32),
         pad_key=os.urandom(32),
     )

@@ -100,3 +100,28 @@ def relay_pad(
     stream = hashlib.shake_256(key + label).digest(size * width)
     words = np.frombuffer(stream, dtype="<u4" if width == 4 else "<u8").astype(np.uint64)
     return (words & np.uint64(modulus - 1)).astype(np.int64)
+
+
+def pad_sum(
+    key: bytes, *, modulus: int, size: int, round_index: int, attempt: int, positions: int
+) -> np.ndarray:
+    """The sum modulo M of the relay pads of ring positions ``0 .. positions - 1``.
+
+    What a hospital subtracts to remove every pad added up to a message (the initiator, at the
+    end of a ring of n, removes ``positions = n``); arguments as in :func:`relay_pad`.
+
+    Returns:
+      ``[size]`` int64 values in ``[0, M)``.
+    """
+    total = np.zeros(size, np.int64)
+    for position in range(positions):
+        pad = relay_pad(
+            key,
+            modulus=modulus,
+            size=size,
+            round_index=round_index,
+            attempt=attempt,
+            position=position,
+        )
+        total = np.mod(total + pad, np.int64(modulus))
+    return total

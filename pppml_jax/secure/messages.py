@@ -30,6 +30,7 @@ KINDS = {"partial": 1, "result": 2}
 _KIND_NAMES = {v: k for k, v in KINDS.items()}
 _HEADER = struct.Struct("<4sB3xqiiiiQ")
 _MAGIC = b"PSA1"
+HEADER_BYTES = _HEADER.size
 TAG_BYTES = 32
 
 

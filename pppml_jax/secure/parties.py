@@ -121,11 +121,6 @@ class Hospital:
     def _where(self, att: Attempt, hop: int) -> str:
         return f"round {att.round_index}, attempt {att.attempt}: client {self.index} at hop {hop}"
 
-    def _secret(self, channel: Channel) -> Any:
-        if channel.name == "encrypted":
-            return self._keys.backend_secret
-        return self._keys.masked_secret
-
     def _rng(self, att: Attempt) -> np.random.Generator:
         if self._stochastic_seed is None:
             return np.random.default_rng(secrets.randbits(128))
@@ -136,9 +131,8 @@ class Hospital:
         spec = att.specs[channel.name]
         with self._timer.phase("quantize"):
             values = channel.layout.gather(self._leaves)
-            q, clipped = quantize(
-                values, fraction=att.fractions[self.index], spec=spec, rng=self._rng(att)
-            )
+            rng = self._rng(att) if spec.stochastic else None
+            q, clipped = quantize(values, fraction=att.fractions[self.index], spec=spec, rng=rng)
             self.clipped += clipped
             if channel.pads:
                 pad = masking.relay_pad(
@@ -169,15 +163,16 @@ class Hospital:
         """Initiator: draws the mask, encrypts ``R + q`` per channel, sends message 0."""
         sections = {}
         for ch in self._channels:
+            secret = self._keys.secret_for(ch.name)
             q = self._contribution(att, 0, ch)
             with self._timer.phase("mask"):
                 mask = masking.uniform_mod(ch.backend.modulus, q.size, source=source)
                 self._mask[ch.name] = mask
                 first = centered(q + mask, ch.backend.modulus)
             with self._timer.phase("encrypt"):
-                contribution = ch.backend.encrypt(self._secret(ch), first, first=True)
+                contribution = ch.backend.encrypt(secret, first, first=True)
             with self._timer.phase("add"):
-                running = ch.backend.add(self._secret(ch), None, contribution)
+                running = ch.backend.add(secret, None, contribution)
             with self._timer.phase("serialize"):
                 sections[ch.name] = ch.backend.serialize(running)
         return self._send(att, 0, att.order[1], "partial", sections)
@@ -223,7 +218,9 @@ class Hospital:
         for ch in self._channels:
             with self._timer.phase("deserialize"):
                 running = ch.backend.deserialize(
-                    self._secret(ch), sections[ch.name], where=f"{where}, channel {ch.name}"
+                    self._keys.secret_for(ch.name),
+                    sections[ch.name],
+                    where=f"{where}, channel {ch.name}",
                 )
             if ch.backend.length(running) != ch.layout.length:
                 raise MalformedCiphertextError(
@@ -238,17 +235,18 @@ class Hospital:
         incoming = self.receive(att, message, hop=position - 1, sender=att.order[position - 1])
         sections = {}
         for ch in self._channels:
+            secret = self._keys.secret_for(ch.name)
             q = self._contribution(att, position, ch)
             with self._timer.phase("encrypt"):
-                contribution = ch.backend.encrypt(self._secret(ch), q, first=False)
+                contribution = ch.backend.encrypt(secret, q, first=False)
             with self._timer.phase("add"):
-                running = ch.backend.add(self._secret(ch), incoming[ch.name], contribution)
+                running = ch.backend.add(secret, incoming[ch.name], contribution)
             with self._timer.phase("serialize"):
                 sections[ch.name] = ch.backend.serialize(running)
         receiver = att.order[(position + 1) % att.n]
         return self._send(att, position, receiver, "partial", sections)
 
-    def finish(self, att: Attempt, message: Message, pad_key: bytes) -> dict[str, np.ndarray]:
+    def finish(self, att: Attempt, message: Message) -> dict[str, np.ndarray]:
         """Initiator: checks message n-1, decrypts, removes R and the pads, dequantises.
 
         Returns:
@@ -259,19 +257,18 @@ class Hospital:
         for ch in self._channels:
             spec = att.specs[ch.name]
             with self._timer.phase("decrypt"):
-                total = ch.backend.decrypt(self._secret(ch), incoming[ch.name])
+                total = ch.backend.decrypt(self._keys.secret_for(ch.name), incoming[ch.name])
             with self._timer.phase("unmask"):
                 total = total - self._mask[ch.name]
                 if ch.pads:
-                    for position in range(att.n):
-                        total = total - masking.relay_pad(
-                            pad_key,
-                            modulus=spec.modulus,
-                            size=total.size,
-                            round_index=att.round_index,
-                            attempt=att.attempt,
-                            position=position,
-                        )
+                    total = total - masking.pad_sum(
+                        self._keys.pad_key,
+                        modulus=spec.modulus,
+                        size=total.size,
+                        round_index=att.round_index,
+                        attempt=att.attempt,
+                        positions=att.n,
+                    )
                 out[ch.name] = dequantize(centered(total, spec.modulus), spec)
         return out
 

@@ -162,9 +162,7 @@ def run_ring(
                 h.clipped = 0
             hop_seconds: list[float] = []
             try:
-                means = _one_attempt(
-                    att, hospitals, relay, keys_hospital, mask_source, hop_seconds, assemble
-                )
+                means = _one_attempt(att, hospitals, relay, mask_source, hop_seconds, assemble)
                 break
             except Offline as off:
                 dropped.append((off.client, attempt, off.hop))
@@ -214,7 +212,6 @@ def _one_attempt(
     att: Attempt,
     hospitals: dict[int, Hospital],
     relay: Relay,
-    keys: HospitalKeys,
     mask_source: masking.ByteSource,
     hop_seconds: list[float],
     assemble: Callable[[dict[str, np.ndarray]], np.ndarray],
@@ -234,6 +231,6 @@ def _one_attempt(
         hop_seconds.append(time.perf_counter() - t0)
     delivered = relay.forward(message, receiver=first.index)
     relay.check_online(first.index, attempt=att.attempt, hop=att.n)
-    means = first.finish(att, delivered, keys.pad_key)
+    means = first.finish(att, delivered)
     relay.forward(first.publish(att, assemble(means)), receiver=RELAY)
     return means

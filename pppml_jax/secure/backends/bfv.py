@@ -122,15 +122,14 @@ class BFVBackend(_seal.SealVectors, Backend):
         All chunks of a sum went through the same operations, so their noise is alike; the
         budget is measured on the first (measuring every chunk would double the cost).
         """
-        if running:
-            budget = secret.decryptor.invariant_noise_budget(running[0].ciphertext()[0])
-            if budget <= 0:
-                raise DecryptionError(
-                    "BFV noise budget exhausted: the sum cannot be decrypted correctly; "
-                    "lower bits or raise max_parties"
-                )
         if not running:
             return np.zeros(0, np.int64)
+        budget = secret.decryptor.invariant_noise_budget(running[0].ciphertext()[0])
+        if budget <= 0:
+            raise DecryptionError(
+                "BFV noise budget exhausted: the sum cannot be decrypted correctly; "
+                "lower bits or raise max_parties"
+            )
         return np.asarray([c.decrypt() for c in running], np.int64).reshape(-1)
 
     def secret_key_bytes(self, secret: BFVSecret) -> bytes:
