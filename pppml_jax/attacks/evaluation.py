@@ -34,7 +34,7 @@ import optax
 from pppml_jax.attacks.crops import Crops, real_ct_crops, synthetic_crops
 from pppml_jax.attacks.idlg import Reconstruction, idlg, idlg_update
 from pppml_jax.attacks.observations import Gradient, LocalUpdate
-from pppml_jax.attacks.scoring import noise_floor, scores, summarize
+from pppml_jax.attacks.scoring import noise_floor, psnr_score, scores, summarize
 from pppml_jax.attacks.views import party_views
 
 DEFAULTS: dict[str, Any] = {
@@ -217,27 +217,57 @@ class _Emitter:
             self.progress(event)
 
 
+def _attack_view(problem: Problem, observed, opts, seed: int) -> Reconstruction:
+    return idlg(
+        problem.loss_fn, problem.params, observed, input_shape=problem.input_shape,
+        num_classes=problem.num_classes, seed=seed, **opts,
+    )  # fmt: skip
+
+
+def _attack_crops(
+    problem: Problem,
+    crops: Crops,
+    observe: Callable[..., Any],
+    attack: Callable[[Any, int], Reconstruction],
+    cfg: Mapping[str, Any],
+    emit: Callable[..., None],
+    **where: Any,
+) -> tuple[list[dict[str, Any]], list[tuple]]:
+    """Observes and attacks each crop (seed ``cfg["seed"] + i``), emitting an ``image`` event.
+
+    Returns:
+      The records and the figure's ``(truth, reconstruction, record)`` triples.
+    """
+    seed = int(cfg["seed"])
+    records, figure = [], []
+    for i, (truth, label) in enumerate(zip(crops.images, crops.labels, strict=True)):
+        observed = observe(problem.params, jnp.asarray(truth), jnp.asarray(label))
+        rec = attack(observed, seed + i)
+        floor = noise_floor(truth, draws=int(cfg["noise_floor"]["draws"]), seed=seed + i)
+        record = {"source": crops.sources[i], **_record(rec, truth, label, floor)}
+        records.append(record)
+        figure.append((truth, rec.image, record))
+        emit(event="image", **where, index=i, **record)
+    return records, figure
+
+
 def run_reference(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None]):
     """Experiment 1: iDLG on plain single-image gradients; returns (results, figure images)."""
     opts = _attack_options(cfg)
     seed = int(cfg["seed"])
     observe = jax.jit(Gradient(problem.loss_fn))
+
+    def attack(grads, attack_seed: int) -> Reconstruction:
+        return _attack_view(problem, grads, opts, attack_seed)
+
     out, figure = {}, {}
     for name in cfg["reference"]["datasets"]:
         start = time.perf_counter()
         crops = load_crops(name, int(cfg["reference"]["images"]), cfg, seed=seed)
-        records = []
-        for i, (truth, label) in enumerate(zip(crops.images, crops.labels, strict=True)):
-            grads = observe(problem.params, jnp.asarray(truth), jnp.asarray(label))
-            rec = idlg(
-                problem.loss_fn, problem.params, grads, input_shape=problem.input_shape,
-                num_classes=problem.num_classes, seed=seed + i, **opts,
-            )  # fmt: skip
-            floor = noise_floor(truth, draws=int(cfg["noise_floor"]["draws"]), seed=seed + i)
-            record = {"source": crops.sources[i], **_record(rec, truth, label, floor)}
-            records.append(record)
-            figure.setdefault(name, []).append((truth, rec.image, record))
-            emit(event="image", section="reference", dataset=name, index=i, **record)
+        records, images = _attack_crops(
+            problem, crops, observe, attack, cfg, emit, section="reference", dataset=name
+        )
+        figure.setdefault(name, []).extend(images)
         out[name] = {
             "summary": {**summarize(records), "seconds": time.perf_counter() - start},
             "images": records,
@@ -256,28 +286,19 @@ def run_local_update(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..
     observe = jax.jit(LocalUpdate(problem.loss_fn, steps, lr))
     start = time.perf_counter()
     crops = load_crops(lu["dataset"], int(lu["images"]), cfg, seed=seed + 1)
-    records, figure = [], []
-    for i, (truth, label) in enumerate(zip(crops.images, crops.labels, strict=True)):
-        update = observe(problem.params, jnp.asarray(truth), jnp.asarray(label))
-        rec = idlg_update(
+
+    def attack(update, attack_seed: int) -> Reconstruction:
+        return idlg_update(
             problem.loss_fn, problem.params, update, input_shape=problem.input_shape,
-            num_classes=problem.num_classes, local_steps=steps, lr=lr, seed=seed + i, **opts,
+            num_classes=problem.num_classes, local_steps=steps, lr=lr, seed=attack_seed, **opts,
         )  # fmt: skip
-        floor = noise_floor(truth, draws=int(cfg["noise_floor"]["draws"]), seed=seed + i)
-        record = {"source": crops.sources[i], **_record(rec, truth, label, floor)}
-        records.append(record)
-        figure.append((truth, rec.image, record))
-        emit(event="image", section="local_update", index=i, **record)
+
+    records, figure = _attack_crops(
+        problem, crops, observe, attack, cfg, emit, section="local_update"
+    )
     summary = {**summarize(records), "seconds": time.perf_counter() - start}
     return {"dataset": lu["dataset"], "local_steps": steps, "lr": lr, "summary": summary,
             "images": records}, figure  # fmt: skip
-
-
-def _attack_view(problem: Problem, observed, opts, seed: int) -> Reconstruction:
-    return idlg(
-        problem.loss_fn, problem.params, observed, input_shape=problem.input_shape,
-        num_classes=problem.num_classes, seed=seed, **opts,
-    )  # fmt: skip
 
 
 def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None]):
@@ -326,7 +347,7 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
             rec = _attack_view(problem, tree, opts, seed + t)
             record = _record(rec, images[0], labels[0], floor)
             if view in ("aggregate", "aggregate_minus_own"):
-                best = [scores(rec.image, img)["psnr"] for img in images]
+                best = [psnr_score(rec.image, img) for img in images]
                 record["psnr_each_client"] = best
                 record["best_client"] = int(np.argmax(best))
             record["diagnostics"] = diagnostics[view]
@@ -345,6 +366,7 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
         )
         figure.append(row)
     summary = {view: summarize(recs) for view, recs in per_view.items()}
+    info = aggregator.backend.info()
     parsed = {
         view: {
             key: float(np.median([r["diagnostics"][key] for r in recs]))
@@ -357,15 +379,15 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
         "clients": n,
         "backend": aggregator.backend.name,
         "backend_info": {
-            "modulus": aggregator.backend.info().modulus,
-            "slots": aggregator.backend.info().slots,
-            "security": aggregator.backend.info().security,
+            "modulus": info.modulus,
+            "slots": info.slots,
+            "security": info.security,
         },
         "clip": clip,
         "weights": weights,
-        "victim": 0,
-        "next_client": 1,
-        "observer": n - 1,
+        "victim": pv.victim,
+        "next_client": pv.next_client,
+        "observer": pv.observer,
         "summary": summary,
         "diagnostics": parsed,
         "seconds": time.perf_counter() - start,

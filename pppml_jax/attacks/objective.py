@@ -5,19 +5,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pppml_jax.algorithms._tree import tree_vdot
 from pppml_jax.typing import Params
 
 DISTANCES = ("l2", "cosine")
 """Names accepted by :func:`gradient_distance`."""
 
 _TINY = 1e-30
-
-
-def _flat_dot(a: Params, b: Params) -> jax.Array:
-    parts = jax.tree.leaves(
-        jax.tree.map(lambda x, y: jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32)), a, b)
-    )
-    return sum(parts, jnp.zeros((), jnp.float32))
 
 
 def gradient_distance(candidate: Params, observed: Params, *, kind: str = "l2") -> jax.Array:
@@ -38,13 +32,13 @@ def gradient_distance(candidate: Params, observed: Params, *, kind: str = "l2") 
     """
     if kind not in DISTANCES:
         raise ValueError(f"kind={kind!r} is not one of {DISTANCES}")
-    oo = _flat_dot(observed, observed)
+    oo = tree_vdot(observed, observed)
     if kind == "l2":
         diff = jax.tree.map(lambda c, o: c.astype(jnp.float32) - o.astype(jnp.float32), candidate,
                             observed)  # fmt: skip
-        return _flat_dot(diff, diff) / jnp.maximum(oo, _TINY)
-    cc = _flat_dot(candidate, candidate)
-    co = _flat_dot(candidate, observed)
+        return tree_vdot(diff, diff) / jnp.maximum(oo, _TINY)
+    cc = tree_vdot(candidate, candidate)
+    co = tree_vdot(candidate, observed)
     return 1.0 - co / jnp.sqrt(jnp.maximum(cc * oo, _TINY))
 
 

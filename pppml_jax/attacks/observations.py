@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from pppml_jax.algorithms import fedavg_step
+from pppml_jax.algorithms._tree import tree_sub
 from pppml_jax.typing import Params
 
 ExampleLossFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
@@ -67,4 +67,4 @@ class LocalUpdate:
         current = params
         for _ in range(self.local_steps):  # unrolled: a rolled scan is slow for convolutions
             current = fedavg_step(batch_loss, current, batch, lr=self.lr)
-        return jax.tree.map(jnp.subtract, params, current)
+        return tree_sub(params, current)

@@ -12,6 +12,13 @@ import numpy as np
 from pppml_jax.metrics import mse, psnr, ssim
 
 
+def _clean(reconstruction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(reconstruction clipped to [0, 1] with non-finite pixels set to 0.5, non-finite mask)``."""
+    rec = np.asarray(reconstruction, np.float32)
+    bad = ~np.isfinite(rec)
+    return np.clip(np.where(bad, 0.5, rec), 0.0, 1.0), bad
+
+
 def scores(reconstruction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """``{"mse", "psnr", "ssim", "nonfinite"}`` of a reconstruction against the truth.
 
@@ -27,9 +34,7 @@ def scores(reconstruction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     Returns:
       MSE, PSNR (dB) and SSIM of the clipped reconstruction, and the non-finite count.
     """
-    rec = np.asarray(reconstruction, np.float32)
-    bad = ~np.isfinite(rec)
-    rec = np.clip(np.where(bad, 0.5, rec), 0.0, 1.0)
+    rec, bad = _clean(reconstruction)
     a, b = jnp.asarray(rec), jnp.asarray(truth, jnp.float32)
     return {
         "mse": float(mse(a, b)),
@@ -37,6 +42,12 @@ def scores(reconstruction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "ssim": float(ssim(a, b, data_range=1.0)),
         "nonfinite": int(bad.sum()),
     }
+
+
+def psnr_score(reconstruction: np.ndarray, truth: np.ndarray) -> float:
+    """The ``"psnr"`` of :func:`scores` alone (same clipping and cleaning), without the SSIM."""
+    rec, _ = _clean(reconstruction)
+    return float(psnr(jnp.asarray(rec), jnp.asarray(truth, jnp.float32), data_range=1.0))
 
 
 def noise_floor(truth: np.ndarray, *, draws: int = 64, seed: int = 0) -> dict[str, float]:
@@ -115,8 +126,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         )
     if all("floor_psnr" in r for r in records):
         floor = np.array([r["floor_psnr"] for r in records], np.float64)
-        out["floor_psnr_median"] = float(np.median(floor))
-        out["floor_ssim_median"] = float(np.median([r["floor_ssim"] for r in records]))
         floor_s = np.array([r["floor_ssim"] for r in records], np.float64)
+        out["floor_psnr_median"] = float(np.median(floor))
+        out["floor_ssim_median"] = float(np.median(floor_s))
         out["above_floor"] = float(np.mean((p > floor) | (s > floor_s)))
     return out

@@ -16,8 +16,6 @@ from pppml_jax.models import LeNet
 
 SIZE = 16
 NUM_CLASSES = 3
-ATTACK = {"steps": 1500, "tol": 1e-8, "memory_size": 50}
-"""One attack setting shared by the tests, so that the attack compiles once per session."""
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _settings import ATTACK
 
 import pppml_jax as pj
 from pppml_jax.attacks import Gradient, LocalUpdate, idlg, idlg_update
-from tests.attacks.conftest import ATTACK
 
 PSNR_RECOVERED = 30.0  # dB: the bar for a successful reconstruction
 

@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _settings import ATTACK
 
 from pppml_jax.attacks import Gradient, idlg
 from pppml_jax.attacks.scoring import noise_floor, scores
 from pppml_jax.attacks.views import VIEWS, _decrypt_as_hospital, _victim_message, party_views
 from pppml_jax.secure import SecureAggregator
 from pppml_jax.secure.tree import flatten_updates
-from tests.attacks.conftest import ATTACK
 
 CLIP = 4.0
 
