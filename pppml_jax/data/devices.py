@@ -181,25 +181,28 @@ def resolve_profiles(profiles: str | Any) -> tuple[DeviceProfile, ...]:
 
 def acquire(
     hu: np.ndarray,
-    lesion: np.ndarray,
+    lesion: np.ndarray | None,
     profile: DeviceProfile,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Images a thin-slice phantom with a device (steps 1-5 of the module docstring).
 
     Args:
       hu: ``[D, S, S]`` float32, ideal HU on thin slices.
-      lesion: ``[D, S, S]`` bool lesion mask.
+      lesion: ``[D, S, S]`` bool lesion mask, or ``None`` (no mask is made).
       profile: the device.
       rng: source of the device noise.
 
     Returns:
-      ``(hu, mask)``: ``[ceil(D / k), S, S]`` float32 HU and uint8 mask, ``k`` the thickness.
+      ``(hu, mask)``: ``[ceil(D / k), S, S]`` float32 HU and uint8 mask (``None`` when
+      ``lesion`` is), ``k`` the thickness.
     """
     size = hu.shape[-1]
     k = profile.slice_thickness
     thick = block_mean(hu.astype(np.float32), k, axis=0)
-    mask = (block_mean(lesion.astype(np.float32), k, axis=0) >= 0.5).astype(np.uint8)
+    mask = None
+    if lesion is not None:
+        mask = (block_mean(lesion.astype(np.float32), k, axis=0) >= 0.5).astype(np.uint8)
     matrix = profile.matrix or size
     if matrix != size:
         thick = resize(thick, (matrix, matrix), axes=(1, 2))
@@ -236,8 +239,7 @@ def acquire_images(
     hu = np.moveaxis(images.astype(np.float32), -1, 1) * 1600.0 - 600.0  # [N, C, H, W]
     n, c, h, w = hu.shape
     flat = hu.reshape(n * c, h, w)
-    lesion = np.zeros_like(flat, dtype=bool)
     single = dataclasses.replace(profile, slice_thickness=1)
-    out, _ = acquire(flat, lesion, single, rng)
+    out, _ = acquire(flat, None, single, rng)
     out = (out.reshape(n, c, h, w) + 600.0) / 1600.0
     return np.moveaxis(out, 1, -1).astype(np.float32)

@@ -26,9 +26,10 @@ Split options: ``split`` ("patient" | "slab"), ``seed``, ``val_fraction``, ``tes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def _split_spec(options: dict[str, Any], defaults: Mapping[str, Any]) -> SplitSp
     return SplitSpec(method=method, **merged)
 
 
-def _check_options(name: str, options: Mapping[str, Any], allowed: Sequence[str]) -> None:
+def _check_options(name: str, options: Mapping[str, Any], allowed: Collection[str]) -> None:
     unknown = sorted(set(options) - set(allowed) - set(SPLIT_OPTIONS))
     if unknown:
         raise ValueError(
@@ -76,12 +77,34 @@ def _manual_dir(name: str, options: dict[str, Any]) -> Path:
     return path
 
 
-def _tfds_pools(builder_module, builder_cls_name: str, manual_dir, options) -> list[ClientPool]:
+def _builder_options(config_cls: type, *extra: str) -> set[str]:
+    """The options of a TFDS loader: the builder config's fields (less ``source``) and ``extra``."""
+    from pppml_jax.data.builders._common import config_fields
+
+    return (config_fields(config_cls) - {"source"}) | set(extra)
+
+
+class _Built(NamedTuple):
+    config: Any
+    name: str
+    pools: list[ClientPool]
+    metadata: Mapping[str, Any]
+
+
+def _tfds_pools(
+    builder_module, builder_cls_name: str, manual_dir: Path | None, options: dict[str, Any]
+) -> _Built:
+    """Builds (or reuses) the data set of ``builder_module`` and reads it back.
+
+    ``data_dir`` and ``rebuild`` are taken from ``options``; the rest go to the module's
+    ``make_config`` (after ``manual_dir`` unless it is ``None``).
+    """
     from pppml_jax.data.builders import _common
 
     data_dir = Path(options.pop("data_dir", None) or _common.default_data_dir())
     rebuild = bool(options.pop("rebuild", False))
-    config = builder_module.make_config(manual_dir, **options)
+    args = () if manual_dir is None else (manual_dir,)
+    config = builder_module.make_config(*args, **options)
     name = _common.build(
         getattr(builder_module, builder_cls_name),
         config,
@@ -89,7 +112,8 @@ def _tfds_pools(builder_module, builder_cls_name: str, manual_dir, options) -> l
         manual_dir=manual_dir,
         rebuild=rebuild,
     )
-    return _common.read_pools(name, data_dir=data_dir)
+    pools, metadata = _common.read_pools(name, data_dir=data_dir)
+    return _Built(config, name, pools, metadata)
 
 
 def _load_synthetic(options: dict[str, Any]) -> Federation:
@@ -110,21 +134,21 @@ def _load_synthetic(options: dict[str, Any]) -> Federation:
     seed = int(options.get("seed", 0))
     split = _split_spec(options, {"seed": seed})
     via_tfds = bool(options.pop("via_tfds", False))
-    data_dir = options.pop("data_dir", None)
-    rebuild = bool(options.pop("rebuild", False))
+    tfds_options = {k: options.pop(k) for k in ("data_dir", "rebuild") if k in options}
     task = options.get("task", "segmentation")
     if not via_tfds:
         return synthetic_federation(**options, seed=seed, split=split)
-    from pppml_jax.data.builders import _common, synthetic_chest_ct
+    from pppml_jax.data.builders import synthetic_chest_ct
 
-    data_dir = Path(data_dir or _common.default_data_dir())
-    config = synthetic_chest_ct.make_config(**options, seed=seed)
-    name = _common.build(
-        synthetic_chest_ct.SyntheticChestCt, config, data_dir=data_dir, rebuild=rebuild
+    built = _tfds_pools(
+        synthetic_chest_ct, "SyntheticChestCt", None, {**options, **tfds_options, "seed": seed}
     )
-    pools = _common.read_pools(name, data_dir=data_dir)
     return federation_from_pools(
-        "synthetic_chest_ct", task, pools, split, info={**synthetic_info(task), "tfds": name}
+        "synthetic_chest_ct",
+        task,
+        built.pools,
+        split,
+        info={**synthetic_info(task), "tfds": built.name},
     )
 
 
@@ -135,24 +159,14 @@ def _load_rad(options: dict[str, Any]) -> Federation:
     _check_options(
         "rad_chestct",
         options,
-        (
-            "manual_dir",
-            "data_dir",
-            "rebuild",
-            "thickness",
-            "split_csv",
-            "id_column",
-            "client_column",
-            "label_column",
-            "patient_column",
-            "size",
-            "crop",
+        _builder_options(
+            rad_chestct.RadChestCtConfig, "manual_dir", "data_dir", "rebuild", "thickness"
         ),
     )
     manual_dir = _manual_dir("rad_chestct", options)
     split = _split_spec(options, {})
     thickness = options.pop("thickness", "paper")
-    pools = _tfds_pools(rad_chestct, "RadChestct", manual_dir, options)
+    pools = _tfds_pools(rad_chestct, "RadChestct", manual_dir, options).pools
     if thickness == "paper":
         if len(pools) > 3:
             raise ValueError(
@@ -166,8 +180,8 @@ def _load_rad(options: dict[str, Any]) -> Federation:
                 f"thickness={list(thickness)} has {len(thickness)} values for {len(pools)} clients"
             )
         pools = [
-            ClientPool(
-                name=pool.name,
+            dataclasses.replace(
+                pool,
                 profile={**pool.profile, "slice_thickness": int(k)},
                 arrays={
                     **pool.arrays,
@@ -175,8 +189,6 @@ def _load_rad(options: dict[str, Any]) -> Federation:
                         [simulate_slice_thickness(v, int(k)) for v in pool.arrays["image"]]
                     ),
                 },
-                patient=pool.patient,
-                position=pool.position,
             )
             for pool, k in zip(pools, thickness, strict=True)
         ]
@@ -199,21 +211,11 @@ def _load_covid(options: dict[str, Any], *, name: str = "covid_ct_seg") -> Feder
     _check_options(
         name,
         options,
-        (
-            "manual_dir",
-            "data_dir",
-            "rebuild",
-            "axis",
-            "size",
-            "stride",
-            "manifest",
-            "lower_hu",
-            "upper_hu",
-        ),
+        _builder_options(covid_ct_seg.CovidCtSegConfig, "manual_dir", "data_dir", "rebuild"),
     )
     manual_dir = _manual_dir(name, options)
     split = _split_spec(options, {"num_folds": 5, "test_fold": 0})
-    pools = _tfds_pools(covid_ct_seg, "CovidCtSeg", manual_dir, options)
+    pools = _tfds_pools(covid_ct_seg, "CovidCtSeg", manual_dir, options).pools
     return federation_from_pools(
         name,
         "segmentation",
@@ -269,36 +271,21 @@ def assign_devices(
 
 
 def _load_image_folder(options: dict[str, Any]) -> Federation:
-    from pppml_jax.data.builders import _common, image_folder
+    from pppml_jax.data.builders import image_folder
 
     _check_options(
         "image_folder",
         options,
-        (
-            "manual_dir",
-            "data_dir",
-            "rebuild",
-            "size",
-            "layout",
-            "nifti_intensity",
-            "patient_regex",
-            "profiles",
+        _builder_options(
+            image_folder.ImageFolderConfig, "manual_dir", "data_dir", "rebuild", "profiles"
         ),
     )
     manual_dir = _manual_dir("image_folder", options)
     seed = int(options.get("seed", 0))
     split = _split_spec(options, {})
     profiles = options.pop("profiles", "quickstart")
-    data_dir = Path(options.pop("data_dir", None) or _common.default_data_dir())
-    rebuild = bool(options.pop("rebuild", False))
-    config = image_folder.make_config(manual_dir, **options)
-    name = _common.build(
-        image_folder.ImageFolder, config, data_dir=data_dir, manual_dir=manual_dir, rebuild=rebuild
-    )
-    pools = _common.read_pools(name, data_dir=data_dir)
-    import tensorflow_datasets as tfds
-
-    classes = list(tfds.builder(name, data_dir=str(data_dir)).info.metadata["classes"])
+    config, _, pools, metadata = _tfds_pools(image_folder, "ImageFolder", manual_dir, options)
+    classes = list(metadata["classes"])
     if config.layout == "class":
         pools = assign_devices(pools[0], profiles, seed=seed, image_size=config.size)
     return federation_from_pools(
@@ -341,9 +328,7 @@ def _load_real_ct(options: dict[str, Any]) -> Federation:
         f"sdist of pyradiomics-bhklab 3.1.4 (prepared in {root})",
         "labels": "lung tumour (one finding per scan), not infection",
     }
-    return Federation(
-        name="real_ct", task=fed.task, num_classes=fed.num_classes, clients=fed.clients, info=info
-    )
+    return dataclasses.replace(fed, info=info)
 
 
 LOADERS: dict[str, Callable[[dict[str, Any]], Federation]] = {

@@ -85,18 +85,38 @@ def read_volume(path: str | os.PathLike, *, kind: str = "volume") -> Volume:
     return Volume(data=data, spacing=spacing, affine=affine, path=str(path))
 
 
-def check_pair(image: Volume, mask: Volume, *, atol_mm: float = 1e-3) -> None:
-    """Raises :class:`VolumeFileError` unless ``mask`` lies on the same voxel grid as ``image``."""
-    if image.data.shape != mask.data.shape:
+Grid = tuple[tuple[int, ...], np.ndarray, str]
+"""A voxel grid as ``(shape, affine, path)``: what :func:`check_grid` compares."""
+
+
+def check_grid(image: Grid, mask: Grid, *, atol_mm: float = 1e-3) -> None:
+    """Raises :class:`VolumeFileError` unless ``mask``'s grid equals ``image``'s (shape, affine).
+
+    Args:
+      image, mask: ``(shape, affine, path)`` of the CT volume and of its mask; the path is only
+        named in the message.
+      atol_mm: tolerance of the affines, millimetres.
+    """
+    (image_shape, image_affine, image_path), (mask_shape, mask_affine, mask_path) = image, mask
+    if image_shape != mask_shape:
         raise VolumeFileError(
-            f"mask {mask.path} has shape {mask.data.shape} but CT volume {image.path} has shape "
-            f"{image.data.shape}; they must lie on the same voxel grid"
+            f"mask {mask_path} has shape {mask_shape} but CT volume {image_path} has shape "
+            f"{image_shape}; they must lie on the same voxel grid"
         )
-    if not np.allclose(image.affine, mask.affine, atol=atol_mm):
+    if not np.allclose(image_affine, mask_affine, atol=atol_mm):
         raise VolumeFileError(
-            f"mask {mask.path} and CT volume {image.path} have different affines (voxel-to-world "
+            f"mask {mask_path} and CT volume {image_path} have different affines (voxel-to-world "
             "matrices); resample the mask onto the CT grid"
         )
+
+
+def check_pair(image: Volume, mask: Volume, *, atol_mm: float = 1e-3) -> None:
+    """Raises :class:`VolumeFileError` unless ``mask`` lies on the same voxel grid as ``image``."""
+    check_grid(
+        (image.data.shape, image.affine, image.path),
+        (mask.data.shape, mask.affine, mask.path),
+        atol_mm=atol_mm,
+    )
 
 
 def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> Path:

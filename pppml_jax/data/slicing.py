@@ -38,6 +38,16 @@ def to_view(volume: np.ndarray, spacing: tuple[float, float, float], axis: str):
     return view, (sz, sy)
 
 
+def _neighbours(index: np.ndarray, depth: int) -> np.ndarray:
+    """``[n, 3]``: slice indices ``i - 1, i, i + 1`` of each ``i`` in ``index``, clamped."""
+    return np.clip(index[:, None] + np.array([-1, 0, 1])[None, :], 0, depth - 1)
+
+
+def slice_stack(volume: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``[n, H, W, 3]``: slices ``i - 1, i, i + 1`` of ``volume: [D, H, W]`` (clamped at ends)."""
+    return np.moveaxis(volume[_neighbours(index, volume.shape[0])], 1, -1)
+
+
 def _square(view: np.ndarray, pixel: tuple[float, float], size: int, fill: float) -> np.ndarray:
     """Resamples ``view: [n, r, c]`` to square pixels and pads it to ``[n, size, size]``."""
     _, rows, cols = view.shape
@@ -83,11 +93,11 @@ def volume_to_slices(
         raise ValueError(f"stride={stride} must be >= 1")
     view, pixel = to_view(hu, spacing, axis)
     positions = np.arange(0, view.shape[0], stride)
-    needed = np.unique(np.clip(positions[:, None] + np.array([-1, 0, 1]), 0, view.shape[0] - 1))
+    neighbours = _neighbours(positions, view.shape[0])
+    needed = np.unique(neighbours)
     squared = np.full((view.shape[0], size, size), AIR_HU, np.float32)
     squared[needed] = _square(view[needed], pixel, size, AIR_HU)
     windowed = window_hu(squared, lower=lower_hu, upper=upper_hu)
-    neighbours = np.clip(positions[:, None] + np.array([-1, 0, 1])[None, :], 0, view.shape[0] - 1)
     images = np.moveaxis(windowed[neighbours], 1, -1)
     masks = None
     if mask is not None:

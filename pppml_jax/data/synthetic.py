@@ -23,6 +23,7 @@ import numpy as np
 from pppml_jax.data._ops import pad_depth, window_hu
 from pppml_jax.data.devices import DeviceProfile, acquire, resolve_profiles
 from pppml_jax.data.phantom import chest_phantom, draw_target_ratio
+from pppml_jax.data.slicing import slice_stack
 from pppml_jax.data.splits import SplitSpec, split_pool
 from pppml_jax.data.types import ClientPool, Federation
 
@@ -34,11 +35,25 @@ THIN_MM = 1.25
 """Thin-slice spacing of the phantoms, millimetres (a profile's thickness is a multiple)."""
 
 
-def slice_stack(volume: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``[n, H, W, 3]``: slices ``i - 1, i, i + 1`` of ``volume: [D, H, W]`` (clamped at ends)."""
-    depth = volume.shape[0]
-    neighbours = np.clip(index[:, None] + np.array([-1, 0, 1])[None, :], 0, depth - 1)
-    return np.moveaxis(volume[neighbours], 1, -1)
+def resolve_options(
+    task: str,
+    image_size: int | None = None,
+    depth: int | None = None,
+    slices_per_patient: int | None = None,
+) -> tuple[int, int, int]:
+    """``(image_size, depth, slices_per_patient)`` with :data:`DEFAULTS` for ``task`` filled in.
+
+    Raises:
+      ValueError: ``task`` is not a key of :data:`DEFAULTS`.
+    """
+    if task not in DEFAULTS:
+        raise ValueError(f"task={task!r} is not one of {sorted(DEFAULTS)}")
+    defaults = DEFAULTS[task]
+    return (
+        int(image_size or defaults["image_size"]),
+        int(depth or defaults["depth"]),
+        int(slices_per_patient or defaults["slices_per_patient"]),
+    )
 
 
 def _patient(
@@ -78,11 +93,7 @@ def synthetic_pools(
     Returns:
       one :class:`ClientPool` per profile, in order.
     """
-    if task not in DEFAULTS:
-        raise ValueError(f"task={task!r} is not one of {sorted(DEFAULTS)}")
-    size = int(image_size or DEFAULTS[task]["image_size"])
-    depth = int(depth or DEFAULTS[task]["depth"])
-    per_patient = int(slices_per_patient or DEFAULTS[task]["slices_per_patient"])
+    size, depth, per_patient = resolve_options(task, image_size, depth, slices_per_patient)
     if size < 16 or size % 8:
         raise ValueError(f"image_size={size} must be a multiple of 8 and >= 16")
     if per_patient < 1:

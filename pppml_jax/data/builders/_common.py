@@ -71,14 +71,19 @@ def config_name(prefix: str, options: Mapping[str, Any]) -> str:
     return f"{prefix}_{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}"
 
 
+def config_fields(config_cls: type) -> set[str]:
+    """Names of the fields ``config_cls`` adds to ``tfds.core.BuilderConfig``."""
+    inherited = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+    return {f.name for f in dataclasses.fields(config_cls)} - inherited
+
+
 def check_options(dataset: str, config_cls: type, options: Mapping[str, Any]) -> None:
-    """Refuses ``options`` that are not fields ``config_cls`` adds to ``tfds.core.BuilderConfig``.
+    """Refuses ``options`` that are not :func:`config_fields` of ``config_cls``.
 
     Raises:
       ValueError: naming ``dataset``, the unknown options and the valid ones.
     """
-    inherited = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
-    known = {f.name for f in dataclasses.fields(config_cls)} - inherited
+    known = config_fields(config_cls)
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown {dataset} option(s) {unknown}; valid: {sorted(known)}")
@@ -106,15 +111,21 @@ def build(
     return f"{builder.name}/{config.name}"
 
 
-def read_pools(name: str, *, data_dir: str | os.PathLike) -> list[ClientPool]:
+def read_pools(
+    name: str, *, data_dir: str | os.PathLike
+) -> tuple[list[ClientPool], Mapping[str, Any]]:
     """Reads a built data set back as one :class:`ClientPool` per client, in client order.
 
     Args:
       name: ``"<dataset>/<config>"`` as returned by :func:`build`.
       data_dir: the TFDS data directory it was built in.
+
+    Returns:
+      ``(pools, metadata)``, ``metadata`` being the data set's ``info.metadata`` (``"clients"``
+      and what else the builder recorded, e.g. ``"classes"``).
     """
-    builder = tfds.builder(name, data_dir=str(data_dir))
-    clients = builder.info.metadata["clients"]
+    metadata = tfds.builder(name, data_dir=str(data_dir)).info.metadata
+    clients = metadata["clients"]
     sources = tfds.data_source(name, data_dir=str(data_dir))
     pools = []
     for index, client in enumerate(clients):
@@ -138,18 +149,8 @@ def read_pools(name: str, *, data_dir: str | os.PathLike) -> list[ClientPool]:
                 position=position,
             )
         )
-    return pools
+    return pools, metadata
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def config_options(config: tfds.core.BuilderConfig, base: type) -> dict[str, Any]:
-    """The fields a config subclass adds to ``base`` (``tfds.core.BuilderConfig``), as a dict."""
-    inherited = {f.name for f in dataclasses.fields(base)}
-    return {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name not in inherited
-    }

@@ -29,7 +29,7 @@ from pppml_jax.data.builders._common import (
     config_name,
     segmentation_features,
 )
-from pppml_jax.data.nifti import VolumeFileError, check_pair, read_volume
+from pppml_jax.data.nifti import VolumeFileError, check_grid, check_pair, read_volume
 from pppml_jax.data.slicing import AXES, volume_to_slices
 
 MANIFEST_COLUMNS = ("patient", "device", "image", "mask")
@@ -127,18 +127,8 @@ def check_headers(image_path: str, mask_path: str) -> None:
             shape = shape[:3]
         if len(shape) != 3:
             raise VolumeFileError(f"{kind} file {path} has shape {shape}; expected a 3D volume")
-        headers.append((shape, np.asarray(image.affine)))
-    (image_shape, image_affine), (mask_shape, mask_affine) = headers
-    if image_shape != mask_shape:
-        raise VolumeFileError(
-            f"mask {mask_path} has shape {mask_shape} but CT volume {image_path} has shape "
-            f"{image_shape}; they must lie on the same voxel grid"
-        )
-    if not np.allclose(image_affine, mask_affine, atol=1e-3):
-        raise VolumeFileError(
-            f"mask {mask_path} and CT volume {image_path} have different affines; resample the "
-            "mask onto the CT grid"
-        )
+        headers.append((shape, np.asarray(image.affine), path))
+    check_grid(*headers)
 
 
 class CovidCtSeg(tfds.core.GeneratorBasedBuilder):
@@ -181,6 +171,9 @@ class CovidCtSeg(tfds.core.GeneratorBasedBuilder):
             scans[row["patient"]] = scan + 1
             image = read_volume(row["image"], kind="CT volume")
             mask = read_volume(row["mask"], kind="mask")
+            # Not redundant with check_headers: reorienting to RAS+ moves the origin of a
+            # flipped axis by (n - 1) voxel steps, which can push affines that agreed in the
+            # headers apart by more than the tolerance.
             check_pair(image, mask)
             images, masks, positions = volume_to_slices(
                 image.data,

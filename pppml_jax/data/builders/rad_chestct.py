@@ -191,7 +191,12 @@ class RadChestct(tfds.core.GeneratorBasedBuilder):
         for row in rows:
             volume_id = row[config.id_column].strip()
             hu = load_npz_volume(files[volume_id])
-            volume = preprocess_volume(hu.astype(np.float32), size=config.size, crop=config.crop)
+            if hu.dtype.kind not in "iu":
+                # Integer HU (as distributed) is cast by preprocess_volume after cropping;
+                # other types are cast first: rounding float64 to float32 can move a value
+                # across the lung mask's HU threshold.
+                hu = hu.astype(np.float32, copy=False)
+            volume = preprocess_volume(hu, size=config.size, crop=config.crop)
             patient = row[config.patient_column].strip() if config.patient_column else volume_id
             yield (
                 volume_id,

@@ -19,7 +19,7 @@ from pppml_jax.data.builders._common import (
     config_name,
     segmentation_features,
 )
-from pppml_jax.data.synthetic import DEFAULTS, synthetic_pools
+from pppml_jax.data.synthetic import resolve_options, synthetic_pools
 
 
 @dataclasses.dataclass(eq=False)
@@ -53,8 +53,9 @@ def make_config(
     seed: int = 0,
 ) -> SyntheticChestCtConfig:
     """A config for these generator options, named by their hash."""
-    if task not in DEFAULTS:
-        raise ValueError(f"task={task!r} is not one of {sorted(DEFAULTS)}")
+    image_size, depth, slices_per_patient = resolve_options(
+        task, image_size, depth, slices_per_patient
+    )
     if not isinstance(profiles, str):
         profiles = json.dumps(
             [p if isinstance(p, dict) else dataclasses.asdict(p) for p in profiles], sort_keys=True
@@ -62,9 +63,9 @@ def make_config(
     options = {
         "task": task,
         "profiles_json": profiles,
-        "image_size": int(image_size or DEFAULTS[task]["image_size"]),
-        "depth": int(depth or DEFAULTS[task]["depth"]),
-        "slices_per_patient": int(slices_per_patient or DEFAULTS[task]["slices_per_patient"]),
+        "image_size": image_size,
+        "depth": depth,
+        "slices_per_patient": slices_per_patient,
         "seed": int(seed),
     }
     return SyntheticChestCtConfig(name=config_name(task, options), **options)
