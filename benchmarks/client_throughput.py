@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from _common import emit_json, machine, median, peak_rss_mb
 
-from pppml_jax.federation import Federation, FederationConfig
+from pppml_jax.federation import Federation, FederationConfig, resolve_execution
 from pppml_jax.models import SmallCNN
 
 
@@ -93,8 +93,7 @@ def measure(
             times[mode].append(info.seconds)
     seconds = {mode: median(t) for mode, t in times.items()}
     vmap_s, loop_s = seconds["vmap"], seconds["loop"]
-    auto = Federation(loss_fn, clients[:1], FederationConfig(execution="auto"))
-    auto_mode = "loop" if auto.execution == "loop" else "vmap"
+    auto_mode = resolve_execution("auto")
     return {
         "clients": num_clients,
         "vmap_s": vmap_s,

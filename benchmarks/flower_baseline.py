@@ -36,8 +36,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import threading
@@ -45,12 +43,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import flwr
 import jax
 import numpy as np
 import optax
 import psutil
+from _common import emit_json, median
+from _common import machine as common_machine
 from flax import traverse_util
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -365,17 +366,15 @@ def simulate(
         "client_cpus": client_cpus,
         "client_processes": len(strategy.client_pids),
         "max_abs_diff_vs_replay": replay_diff,
-        "flower_s": float(statistics.median(later)),
+        "flower_s": median(later),
         "round_s": round_s,
-        "flower_cpu_s": float(statistics.median(cpu_s[1:] or cpu_s)),
+        "flower_cpu_s": median(cpu_s[1:] or cpu_s),
         "round_cpu_s": cpu_s,
         "first_round_s": round_s[0],
-        "between_rounds_s": float(statistics.median(gaps)) if gaps else 0.0,
+        "between_rounds_s": median(gaps) if gaps else 0.0,
         "client_train_s_mean": train_s,
-        "client_compute_share": float(
-            statistics.median(
-                n * num_clients / r for n, r in zip(train_s[1:], round_s[1:], strict=True)
-            )
+        "client_compute_share": median(
+            [n * num_clients / r for n, r in zip(train_s[1:], round_s[1:], strict=True)]
         )
         if rounds > 1
         else None,
@@ -489,14 +488,11 @@ def run_case(num_clients: int, client_cpus: str, args: argparse.Namespace) -> di
 
 
 def machine() -> dict:
-    """Platform facts to store beside every figure."""
+    """``_common.machine()`` plus Flower's and Ray's versions and the time of day."""
     return {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
+        **common_machine(),
         "flwr": flwr.__version__,
         "ray": __import__("ray").__version__,
-        "jax": jax.__version__,
-        "platform": jax.default_backend(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -571,8 +567,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
     if args.json:
-        sys.stdout.flush()
-        print(json.dumps({"results": results, "machine": machine()}, sort_keys=True))
+        emit_json({"results": results, "machine": machine()})
     return 0
 
 

@@ -39,7 +39,7 @@ def worker(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from _common import peak_rss_mb
+    from _common import median, peak_rss_mb
 
     from pppml_jax.federation import ClientBlock, Federation, FederationConfig
     from pppml_jax.models import SmallCNN
@@ -80,15 +80,15 @@ def worker(args) -> dict:
     for _ in range(args.rounds):
         state, info = fed.round(state)
         seconds.append(info.seconds)
-    median = float(np.median(seconds))
+    round_s = median(seconds)
     return {
         "clients": k,
         "sampled": args.sampled,
         "chunk": fed.chunk_size if args.execution == "vmap" else 1,
         "devices": len(jax.devices()),
         "execution": args.execution,
-        "round_s": median,
-        "clients_per_s": args.sampled / median,
+        "round_s": round_s,
+        "clients_per_s": args.sampled / round_s,
         "first_round_s": first,
         "data_mb": data_mb,
         "rss_after_data_mb": rss_data,

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from pppml_jax.cli._args import add_set_argument
+
 VIEW_COLUMNS = (
     ("plain", "FedAvg\ngradient"),
     ("relay", "relay\n(ciphertext)"),
@@ -32,12 +34,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("config", help="a YAML config file, e.g. configs/attack.yaml")
     parser.add_argument("--out", default="runs/attack", help="output directory")
-    parser.add_argument(
-        "--set",
+    add_set_argument(
+        parser,
         dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
         help="override a config value by dotted key, e.g. --set reference.images=4",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -45,22 +44,14 @@ def register(subparsers) -> None:
 
 
 def load_attack_config(path: str | Path, overrides: list[str]) -> dict[str, Any]:
-    """Reads a YAML config and applies ``KEY=VALUE`` overrides (dotted keys).
+    """Reads a YAML config as ``pppml run`` does and applies ``KEY=VALUE`` overrides.
 
     Raises:
       ValueError: the file is missing or not a YAML mapping, or an override is malformed.
     """
-    import yaml
+    from pppml_jax.experiments.config import apply_overrides, read_config
 
-    from pppml_jax.experiments.config import apply_overrides
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"config file {path} must hold a YAML mapping at the top level")
-    return apply_overrides(config, overrides)
+    return apply_overrides(read_config(path), overrides)
 
 
 def _fmt(value: Any, digits: int = 1) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from pppml_jax.cli._args import add_set_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``data`` command and its sub-commands to ``subparsers``; returns its parser.
@@ -50,10 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("name", help="federation name, e.g. synthetic_chest_ct")
-        sub.add_argument(
-            "--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
-            help="loader option (value parsed as YAML); repeatable",
-        )  # fmt: skip
+        add_set_argument(
+            sub, dest="options", help="loader option (value parsed as YAML); repeatable"
+        )
         if name == "preview":
             sub.add_argument("--out", required=True, help="PNG file to write")
             sub.add_argument("--split", default="train", choices=("train", "val", "test"))
@@ -72,20 +73,15 @@ def _quiet_tfds() -> None:
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` to ``{"a": 1, "b": "x"}`` (values parsed as YAML).
+    """``["a=1", "b=x"]`` to ``{"a": 1, "b": "x"}`` (values parsed as YAML, as ``pppml run``'s
+    ``--set``).
 
     Raises:
       ValueError: an item without ``=``.
     """
-    import yaml
+    from pppml_jax.experiments.config import apply_overrides
 
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {pair!r} must look like KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
+    return apply_overrides({}, pairs)
 
 
 def run_real_ct(args: argparse.Namespace) -> int:

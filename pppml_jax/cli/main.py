@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import warnings
 from pathlib import Path
 
+from pppml_jax.cli import attack, bench, data, run
+
 # Each sub-command lives in its own module exposing register(subparsers).
-_COMMANDS = ("run", "data", "bench", "attack")
+_COMMANDS = (run, data, bench, attack)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Personalized, privacy-preserving federated learning (PPPML-HMI) in JAX.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"pppml_jax.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"pppml_jax.cli.{name}":
-                raise
-            continue
+    for module in _COMMANDS:
         module.register(subparsers)
     return parser
 

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from pppml_jax.cli._args import add_set_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,12 +18,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("config", help="a YAML config file, e.g. configs/quickstart.yaml")
     parser.add_argument("--out", default=None, help="output directory (default runs/<name>)")
-    parser.add_argument(
-        "--set",
+    add_set_argument(
+        parser,
         dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
         help="override a config value by dotted key, e.g. --set training.rounds=3 (repeatable)",
     )
     parser.add_argument(

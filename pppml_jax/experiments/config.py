@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from pppml_jax.experiments.tasks import EMPTY_SCORES
 from pppml_jax.federation.config import ALGORITHMS, FederationConfig
 
 TOP_LEVEL_KEYS = {
@@ -133,9 +134,10 @@ def validate(config: Mapping[str, Any]) -> dict:
     out["overrides"] = {k: dict(v or {}) for k, v in overrides.items()}
     out["report"] = dict(out.get("report") or {})
     out["evaluation"] = dict(out.get("evaluation") or {})
-    empty = out["evaluation"].get("empty_masks", "one")
-    if empty not in ("one", "exclude"):
-        raise ConfigError(f"evaluation.empty_masks={empty!r} must be 'one' or 'exclude'")
+    empty = out["evaluation"].setdefault("empty_masks", "one")
+    if empty not in EMPTY_SCORES:
+        choices = " or ".join(repr(k) for k in EMPTY_SCORES)
+        raise ConfigError(f"evaluation.empty_masks={empty!r} must be {choices}")
     out["checkpoint"] = dict(out.get("checkpoint") or {})
     return out
 
@@ -149,11 +151,11 @@ def _check_federation_fields(where: str, fields: Mapping[str, Any]) -> None:
         )
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
-    """Reads a YAML config, applies ``--set`` overrides, validates it.
+def read_config(path: str | Path) -> dict:
+    """The mapping in a YAML config file (``1e-3`` read as a float), not yet validated.
 
     Raises:
-      ConfigError: if the file is missing, not YAML, or invalid.
+      ConfigError: if the file is missing, not YAML, or not a mapping at top level.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,7 +164,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
         raw = _yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    return validate(apply_overrides(raw, overrides))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config file must hold a mapping at top level")
+    return raw
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
+    """Reads a YAML config (:func:`read_config`), applies ``--set`` overrides, validates it.
+
+    Raises:
+      ConfigError: if the file is missing, not YAML, or invalid.
+    """
+    return validate(apply_overrides(read_config(path), overrides))
 
 
 def federation_config(config: Mapping[str, Any], algorithm: str) -> FederationConfig:

@@ -20,7 +20,7 @@ from pppml_jax.experiments.tasks import TaskFunctions, task_functions
 from pppml_jax.federation.checkpoint import Checkpointer
 from pppml_jax.federation.engine import Federation
 from pppml_jax.federation.placement import to_host
-from pppml_jax.federation.run import evaluation_record, round_record
+from pppml_jax.federation.run import iter_rounds
 from pppml_jax.federation.state import FederationState
 
 Callback = Callable[[dict], None]
@@ -53,7 +53,7 @@ def load_data(spec: Mapping[str, Any], *, seed: int):
     return data.load_federation(spec["name"], **options)
 
 
-def _client_view(state: FederationState, k: int, federation: Federation, personalized):
+def _client_view(state: FederationState, k: int, personalized):
     """Client ``k``'s personalized params and its model state (for predictions)."""
     params = jax.tree.map(lambda x: x[k], personalized)
     if state.client_model_state is not None:
@@ -78,7 +78,7 @@ def _examples(fns: TaskFunctions, fed_data, state, federation, count: int) -> li
         else:
             order = np.arange(len(images))
         chosen = order[:count]
-        params, mstate = _client_view(state, k, federation, personalized)
+        params, mstate = _client_view(state, k, personalized)
         pred = np.asarray(fns.predict(params, mstate, jnp.asarray(images[chosen])))
         truth = (
             client.test["mask"][chosen]
@@ -121,14 +121,12 @@ def _train(federation, state, algorithm, config, out_dir: Path, resume: bool, em
             "from_round": state.round,
         }
     )
-    while state.round < fconfig.rounds:
-        state, info = federation.round(state)
-        record = round_record(info)
-        if info.round % fconfig.eval_every == 0 or info.round == fconfig.rounds:
-            record.update(evaluation_record(federation, state))
+    steps = iter_rounds(federation, state, fconfig.rounds)
+    for state, record in steps:  # the state after each round; unchanged if none is left
         rounds.append(_jsonable(record))
         emit({"event": "round", "algorithm": algorithm, "of": fconfig.rounds, **record})
-        if checkpointer is not None and (info.round % every == 0 or info.round == fconfig.rounds):
+        done = record["round"]
+        if checkpointer is not None and (done % every == 0 or done == fconfig.rounds):
             checkpointer.save(
                 state, {"algorithm": algorithm, "config": fingerprint, "history": rounds}
             )
@@ -193,7 +191,7 @@ def run_experiment(
         model,
         variables,
         sample=sample,
-        empty_masks=config["evaluation"].get("empty_masks", "one"),
+        empty_masks=config["evaluation"]["empty_masks"],
     )
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"} or None
@@ -203,7 +201,7 @@ def run_experiment(
         "name": config["name"],
         "task": fed_data.task,
         "metric": fns.metric,
-        "empty_masks": config["evaluation"].get("empty_masks", "one"),
+        "empty_masks": config["evaluation"]["empty_masks"],
         "clients": [{"name": c.name, "profile": c.profile} for c in fed_data.clients],
         "config": config,
         "runs": {},
@@ -260,7 +258,7 @@ def _jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        return _jsonable(obj.item())  # np.float64 NaN -> None too
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj

@@ -107,6 +107,10 @@ def task_functions(
             return {}
         return {"dropout": jax.random.wrap_key_data(batch[batch_rng])}
 
+    def predict(params, state, images):
+        """Decisions for ``images``; ``state`` is the model state (None when stateless)."""
+        return decide(model.apply({"params": params, **(state or {})}, images, train=False))
+
     if stateful:
 
         def loss(params, state, batch):
@@ -124,9 +128,6 @@ def task_functions(
                 model.apply({"params": params, **state}, batch["image"], train=False), batch
             )
 
-        def predict(params, state, images):
-            return decide(model.apply({"params": params, **state}, images, train=False))
-
     else:
 
         def loss(params, batch):
@@ -135,9 +136,5 @@ def task_functions(
 
         def per_example(params, batch):
             return score(model.apply({"params": params}, batch["image"], train=False), batch)
-
-        def predict(params, state, images):
-            del state
-            return decide(model.apply({"params": params}, images, train=False))
 
     return TaskFunctions(TASKS[task], stateful, loss, per_example, jax.jit(predict), batch_rng)

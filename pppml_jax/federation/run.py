@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,15 +124,30 @@ def run(
     evaluate = eval_fn is not None and test_clients is not None
     history: list[dict] = []
     last = state.round + config.rounds
-    while state.round < last:
-        state, info = federation.round(state)
-        record = round_record(info)
-        if evaluate and (info.round % config.eval_every == 0 or info.round == last):
-            record.update(evaluation_record(federation, state))
+    steps = iter_rounds(federation, state, last, evaluate=evaluate)
+    for state, record in steps:  # noqa: B007 - the state after the last round is returned
         history.append(record)
         if callback is not None:
             callback(record)
     return History(state.params, state.model_state, history, state, config)
+
+
+def iter_rounds(
+    federation: Federation, state: FederationState, last: int, *, evaluate: bool = True
+) -> Iterator[tuple[FederationState, dict]]:
+    """Runs rounds from ``state.round`` until round ``last``, yielding ``(state, record)``.
+
+    ``record`` is the round's dict (:func:`round_record`), with the evaluation's fields
+    (:func:`evaluation_record`) every ``eval_every`` rounds and after round ``last`` when
+    ``evaluate``.
+    """
+    every = federation.config.eval_every
+    while state.round < last:
+        state, info = federation.round(state)
+        record = round_record(info)
+        if evaluate and (info.round % every == 0 or info.round == last):
+            record.update(evaluation_record(federation, state))
+        yield state, record
 
 
 def round_record(info: RoundInfo) -> dict:

@@ -65,6 +65,7 @@ def test_federation_config_merges_training_and_overrides():
         ({"overrides": {"fedprox": {}}}, "fedprox"),
         ({"model": {"options": {}}}, "model must be a mapping with a 'name'"),
         ({"seed": "zero"}, "seed='zero'"),
+        ({"evaluation": {"empty_masks": "zero"}}, "empty_masks='zero' must be 'one' or 'exclude'"),
     ],
 )
 def test_validation_names_the_problem(change, message):
