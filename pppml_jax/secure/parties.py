@@ -121,17 +121,19 @@ class Hospital:
     def _where(self, att: Attempt, hop: int) -> str:
         return f"round {att.round_index}, attempt {att.attempt}: client {self.index} at hop {hop}"
 
-    def _rng(self, att: Attempt) -> np.random.Generator:
+    def _rng(self, att: Attempt, channel: Channel) -> np.random.Generator:
+        """Stochastic rounding's generator: one stream per attempt, client and channel."""
         if self._stochastic_seed is None:
             return np.random.default_rng(secrets.randbits(128))
-        return np.random.default_rng([*self._stochastic_seed, att.attempt, self.index])
+        stream = 0 if channel.name == "encrypted" else 1
+        return np.random.default_rng([*self._stochastic_seed, att.attempt, self.index, stream])
 
     def _contribution(self, att: Attempt, position: int, channel: Channel) -> np.ndarray:
         """Quantised (and, for masked channels, padded) centered int64 vector."""
         spec = att.specs[channel.name]
         with self._timer.phase("quantize"):
             values = channel.layout.gather(self._leaves)
-            rng = self._rng(att) if spec.stochastic else None
+            rng = self._rng(att, channel) if spec.stochastic else None
             q, clipped = quantize(values, fraction=att.fractions[self.index], spec=spec, rng=rng)
             self.clipped += clipped
             if channel.pads:
