@@ -146,11 +146,6 @@ def select_crops(
     return Crops(images.astype(np.float32), labels, sources)
 
 
-def _window_hu_inverse(images: np.ndarray) -> np.ndarray:
-    """Undoes the data package's ``(HU + 600) / 1600`` normalisation."""
-    return np.asarray(images, np.float32) * 1600.0 - 600.0
-
-
 def synthetic_crops(
     num: int,
     *,
@@ -174,13 +169,14 @@ def synthetic_crops(
       :class:`Crops`; sources name the client (device) and slice.
     """
     from pppml_jax.data import synthetic_pools
+    from pppml_jax.data._ops import unwindow_hu
 
     pools = synthetic_pools(
         task="segmentation", profiles=profiles, image_size=image_size, seed=seed
     )
     hu, masks, names, groups = [], [], [], []
     for pool in pools:
-        hu.append(_window_hu_inverse(pool.arrays["image"][..., 1]))
+        hu.append(unwindow_hu(pool.arrays["image"][..., 1]))
         masks.append(pool.arrays["mask"])
         client = pool.name.split(" ")[0]
         names += [f"{client} s{i}" for i in range(len(pool.arrays["mask"]))]
@@ -224,6 +220,7 @@ def real_ct_crops(
     """
     import csv
 
+    from pppml_jax.data._ops import unwindow_hu
     from pppml_jax.data.builders._common import data_root
     from pppml_jax.data.nifti import read_volume
     from pppml_jax.data.real_ct import prepare_real_ct
@@ -246,7 +243,7 @@ def real_ct_crops(
             images, slice_masks, positions = volume_to_slices(
                 volume.data, mask.data, volume.spacing, axis="z", size=slice_size
             )
-            hu.append(_window_hu_inverse(images[..., 1]))
+            hu.append(unwindow_hu(images[..., 1]))
             masks.append(slice_masks)
             names += [f"{row['patient']} z{int(p)}" for p in positions]
     return select_crops(

@@ -134,6 +134,12 @@ def window_hu(hu: np.ndarray, *, lower: float = -1024.0, upper: float = 3071.0) 
     return ((np.clip(hu, lower, upper) + 600.0) / 1600.0).astype(np.float32)
 
 
+def unwindow_hu(images: np.ndarray) -> np.ndarray:
+    """HU from :func:`window_hu`'s normalised values: ``x * 1600 - 600`` (float32; the clip
+    is not undone)."""
+    return np.asarray(images, np.float32) * 1600.0 - 600.0
+
+
 def pad_depth(volume: np.ndarray, depth: int) -> np.ndarray:
     """Zero-pads (centred) or centre-crops axis 0 of ``volume`` to ``depth``."""
     current = volume.shape[0]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pppml_jax.data._ops import block_mean, gaussian_blur, resize
+from pppml_jax.data._ops import block_mean, gaussian_blur, resize, unwindow_hu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +236,7 @@ def acquire_images(
     Returns:
       ``[N, H, W, C]`` float32.
     """
-    hu = np.moveaxis(images.astype(np.float32), -1, 1) * 1600.0 - 600.0  # [N, C, H, W]
+    hu = unwindow_hu(np.moveaxis(images, -1, 1))  # [N, C, H, W]
     n, c, h, w = hu.shape
     flat = hu.reshape(n * c, h, w)
     single = dataclasses.replace(profile, slice_thickness=1)
