@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pppml_jax.cli._args import add_set_argument
+from pppml_jax.experiments.jsonable import jsonable
 
 VIEW_COLUMNS = (
     ("plain", "FedAvg\ngradient"),
@@ -191,29 +192,10 @@ def main(args: argparse.Namespace) -> int:
     if draw_reference_grid(evaluation.figures, out / "reference.png"):
         files.append("reference.png")
     results["files"] = files
-    text = json.dumps(_strict(results), indent=1, default=_json_default, allow_nan=False)
+    text = json.dumps(jsonable(results), indent=1, allow_nan=False)
     (out / "metrics.json").write_text(text + "\n")
     table = markdown_table(results["table"])
     (out / "table.md").write_text(table + "\n")
     print("\n" + table)
     print(f"\nwrote {', '.join(files)} to {out}/ in {results['seconds']['total']:.0f} s")
     return 0
-
-
-def _strict(value: Any) -> Any:
-    """Replaces non-finite floats by None (strict JSON has no NaN or Infinity)."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
-        return None
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

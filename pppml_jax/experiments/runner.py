@@ -16,6 +16,7 @@ import numpy as np
 
 from pppml_jax import models as model_zoo
 from pppml_jax.experiments.config import ConfigError, federation_config
+from pppml_jax.experiments.jsonable import jsonable
 from pppml_jax.experiments.tasks import TaskFunctions, task_functions
 from pppml_jax.federation.checkpoint import Checkpointer
 from pppml_jax.federation.engine import Federation
@@ -99,7 +100,7 @@ def _train(federation, state, algorithm, config, out_dir: Path, resume: bool, em
         if not resume and directory.exists():
             shutil.rmtree(directory)  # a fresh run replaces an earlier run's checkpoints
         checkpointer = Checkpointer(directory, keep=int(config["checkpoint"].get("keep", 3)))
-    fingerprint = json.dumps(_jsonable(dataclasses.asdict(fconfig)), sort_keys=True, default=str)
+    fingerprint = json.dumps(jsonable(dataclasses.asdict(fconfig)), sort_keys=True, default=str)
     rounds: list[dict] = []
     if resume and checkpointer is not None:
         restored = checkpointer.restore_latest(state)
@@ -123,7 +124,7 @@ def _train(federation, state, algorithm, config, out_dir: Path, resume: bool, em
     )
     steps = iter_rounds(federation, state, fconfig.rounds)
     for state, record in steps:  # the state after each round; unchanged if none is left
-        rounds.append(_jsonable(record))
+        rounds.append(jsonable(record))
         emit({"event": "round", "algorithm": algorithm, "of": fconfig.rounds, **record})
         done = record["round"]
         if checkpointer is not None and (done % every == 0 or done == fconfig.rounds):
@@ -247,18 +248,6 @@ def run_experiment(
         )
         emit({"event": "done", "algorithm": algorithm, **results["runs"][algorithm]["final"]})
     results["seconds"] = time.perf_counter() - started
-    (out_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    (out_dir / "results.json").write_text(json.dumps(jsonable(results), indent=1))
     results["files"] = write_report(results, examples, out_dir)
     return results
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())  # np.float64 NaN -> None too
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
