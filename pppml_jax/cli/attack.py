@@ -175,7 +175,7 @@ class Progress:
 
 def main(args: argparse.Namespace) -> int:
     """Runs the evaluation of ``args.config`` and writes ``args.out``; returns an exit code."""
-    from pppml_jax.attacks.evaluation import evaluate
+    from pppml_jax.experiments.privacy import evaluate
 
     try:
         config = load_attack_config(args.config, args.overrides)

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from pppml_jax.attacks.crops import synthetic_crops
+from pppml_jax.experiments.privacy_data import synthetic_crops
 from pppml_jax.models import LeNet
 
 SIZE = 16

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pppml_jax.attacks.crops import LUNG_WINDOW_HU, hu_to_unit, select_crops
-from pppml_jax.attacks.evaluation import merge_config
 from pppml_jax.attacks.scoring import noise_floor, scores, summarize
+from pppml_jax.experiments.privacy_config import merge_config
 
 
 def _image(seed=0, size=32):
