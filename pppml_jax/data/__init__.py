@@ -17,7 +17,7 @@ from pppml_jax.data.loading import LOADERS, load_federation
 from pppml_jax.data.phantom import INFECTION_THRESHOLD, Phantom, chest_phantom
 from pppml_jax.data.splits import SplitSpec, split_pool
 from pppml_jax.data.synthetic import synthetic_federation, synthetic_pools
-from pppml_jax.data.types import ClientData, ClientPool, Federation
+from pppml_jax.data.types import ClientData, ClientPool, FederatedDataset
 
 __all__ = [
     "INFECTION_THRESHOLD",
@@ -26,7 +26,7 @@ __all__ = [
     "ClientData",
     "ClientPool",
     "DeviceProfile",
-    "Federation",
+    "FederatedDataset",
     "Phantom",
     "SplitSpec",
     "acquire",

@@ -1,4 +1,4 @@
-"""``load_federation(name, **options)``: one entry point from a config to a :class:`Federation`.
+"""``load_federation(name, **options)``: from a config to a :class:`FederatedDataset`.
 
 Names and their options (all keyword; the split options below apply to every name):
 
@@ -36,7 +36,7 @@ import numpy as np
 from pppml_jax.data.devices import acquire_images, resolve_profiles
 from pppml_jax.data.splits import SplitSpec
 from pppml_jax.data.synthetic import federation_from_pools, synthetic_federation, synthetic_info
-from pppml_jax.data.types import ClientPool, Federation
+from pppml_jax.data.types import ClientPool, FederatedDataset
 
 SPLIT_OPTIONS = (
     "split",
@@ -100,8 +100,9 @@ def _tfds_pools(
     ``make_config`` (after ``manual_dir`` unless it is ``None``).
     """
     from pppml_jax.data.builders import _common
+    from pppml_jax.data.paths import tfds_dir
 
-    data_dir = Path(options.pop("data_dir", None) or _common.default_data_dir())
+    data_dir = Path(options.pop("data_dir", None) or tfds_dir())
     rebuild = bool(options.pop("rebuild", False))
     args = () if manual_dir is None else (manual_dir,)
     config = builder_module.make_config(*args, **options)
@@ -116,7 +117,7 @@ def _tfds_pools(
     return _Built(config, name, pools, metadata)
 
 
-def _load_synthetic(options: dict[str, Any]) -> Federation:
+def _load_synthetic(options: dict[str, Any]) -> FederatedDataset:
     _check_options(
         "synthetic_chest_ct",
         options,
@@ -152,7 +153,7 @@ def _load_synthetic(options: dict[str, Any]) -> Federation:
     )
 
 
-def _load_rad(options: dict[str, Any]) -> Federation:
+def _load_rad(options: dict[str, Any]) -> FederatedDataset:
     from pppml_jax.data.builders import rad_chestct
     from pppml_jax.data.lung_crop import simulate_slice_thickness
 
@@ -205,7 +206,7 @@ def _load_rad(options: dict[str, Any]) -> Federation:
     )
 
 
-def _load_covid(options: dict[str, Any], *, name: str = "covid_ct_seg") -> Federation:
+def _load_covid(options: dict[str, Any], *, name: str = "covid_ct_seg") -> FederatedDataset:
     from pppml_jax.data.builders import covid_ct_seg
 
     _check_options(
@@ -270,7 +271,7 @@ def assign_devices(
     return pools
 
 
-def _load_image_folder(options: dict[str, Any]) -> Federation:
+def _load_image_folder(options: dict[str, Any]) -> FederatedDataset:
     from pppml_jax.data.builders import image_folder
 
     _check_options(
@@ -298,8 +299,8 @@ def _load_image_folder(options: dict[str, Any]) -> Federation:
     )
 
 
-def _load_real_ct(options: dict[str, Any]) -> Federation:
-    from pppml_jax.data.builders._common import data_root
+def _load_real_ct(options: dict[str, Any]) -> FederatedDataset:
+    from pppml_jax.data.paths import data_root
     from pppml_jax.data.real_ct import prepare_real_ct
 
     _check_options(
@@ -331,7 +332,7 @@ def _load_real_ct(options: dict[str, Any]) -> Federation:
     return dataclasses.replace(fed, info=info)
 
 
-LOADERS: dict[str, Callable[[dict[str, Any]], Federation]] = {
+LOADERS: dict[str, Callable[[dict[str, Any]], FederatedDataset]] = {
     "synthetic_chest_ct": _load_synthetic,
     "rad_chestct": _load_rad,
     "covid_ct_seg": _load_covid,
@@ -340,7 +341,7 @@ LOADERS: dict[str, Callable[[dict[str, Any]], Federation]] = {
 }
 
 
-def load_federation(name: str, **options: Any) -> Federation:
+def load_federation(name: str, **options: Any) -> FederatedDataset:
     """Loads the federation ``name`` with ``options`` (see the module docstring).
 
     Args:
@@ -349,7 +350,7 @@ def load_federation(name: str, **options: Any) -> Federation:
       **options: the loader's options, e.g. straight from a YAML config.
 
     Returns:
-      a :class:`~pppml_jax.data.types.Federation`.
+      a :class:`~pppml_jax.data.types.FederatedDataset`.
 
     Raises:
       ValueError: unknown name or option, missing data directory, too few patients for the

@@ -25,7 +25,7 @@ from pppml_jax.data.devices import DeviceProfile, acquire, resolve_profiles
 from pppml_jax.data.phantom import chest_phantom, draw_target_ratio
 from pppml_jax.data.slicing import slice_stack
 from pppml_jax.data.splits import SplitSpec, split_pool
-from pppml_jax.data.types import ClientPool, Federation
+from pppml_jax.data.types import ClientPool, FederatedDataset
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "segmentation": {"image_size": 64, "depth": 48, "slices_per_patient": 10},
@@ -151,7 +151,7 @@ def synthetic_federation(
     slices_per_patient: int | None = None,
     seed: int = 0,
     split: SplitSpec | None = None,
-) -> Federation:
+) -> FederatedDataset:
     """The synthetic chest-CT federation, generated in memory (see the module docstring).
 
     Args:
@@ -159,7 +159,7 @@ def synthetic_federation(
       split: how to split each client by patient; default ``SplitSpec(seed=seed)``.
 
     Returns:
-      a :class:`Federation` with ``num_classes == 2``.
+      a :class:`FederatedDataset` with ``num_classes == 2``.
 
     Example::
 
@@ -200,8 +200,8 @@ def federation_from_pools(
     *,
     num_classes: int = 2,
     info: dict[str, Any] | None = None,
-) -> Federation:
-    """Splits every pool with ``split`` and assembles the :class:`Federation`."""
+) -> FederatedDataset:
+    """Splits every pool with ``split`` and assembles the :class:`FederatedDataset`."""
     clients = tuple(split_pool(pool, split) for pool in pools)
     details = dict(info or {})
     details["split"] = {
@@ -216,4 +216,6 @@ def federation_from_pools(
         details["split"]["test_fraction"] = split.test_fraction
     else:
         details["split"].update({"num_folds": split.num_folds, "test_fold": split.test_fold})
-    return Federation(name=name, task=task, num_classes=num_classes, clients=clients, info=details)
+    return FederatedDataset(
+        name=name, task=task, num_classes=num_classes, clients=clients, info=details
+    )

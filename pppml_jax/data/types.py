@@ -65,7 +65,7 @@ class ClientData:
 
 
 @dataclasses.dataclass(frozen=True)
-class Federation:
+class FederatedDataset:
     """A federated data set: a task and an ordered tuple of clients.
 
     Attributes:

@@ -134,8 +134,8 @@ def real_ct_crops(
     import csv
 
     from pppml_jax.data._ops import unwindow_hu
-    from pppml_jax.data.builders._common import data_root
     from pppml_jax.data.nifti import read_volume
+    from pppml_jax.data.paths import data_root
     from pppml_jax.data.real_ct import prepare_real_ct
     from pppml_jax.data.slicing import volume_to_slices
 

@@ -1,9 +1,9 @@
-"""Patient, fold and slab splits; the Federation container's checks."""
+"""Patient, fold and slab splits; the FederatedDataset container's checks."""
 
 import numpy as np
 import pytest
 
-from pppml_jax.data import ClientData, ClientPool, Federation, SplitSpec, split_pool
+from pppml_jax.data import ClientData, ClientPool, FederatedDataset, SplitSpec, split_pool
 from pppml_jax.data.splits import assign_patients
 
 
@@ -72,7 +72,7 @@ def test_slab_split_keeps_slabs_whole_and_drops_gap_slices():
 
 def test_federation_checks_and_read_only_arrays():
     good = split_pool(pool(), SplitSpec())
-    fed = Federation(name="x", task="segmentation", num_classes=2, clients=[good])
+    fed = FederatedDataset(name="x", task="segmentation", num_classes=2, clients=[good])
     assert isinstance(fed.clients, tuple) and len(fed.split("train")) == 1
     with pytest.raises(ValueError):
         fed.clients[0].train["image"][0, 0, 0, 0] = 1.0
@@ -85,13 +85,13 @@ def test_federation_checks_and_read_only_arrays():
         position=small.position,
     )
     with pytest.raises(ValueError, match="image shapes"):
-        Federation(
+        FederatedDataset(
             name="x",
             task="segmentation",
             num_classes=2,
             clients=[good, split_pool(small, SplitSpec())],
         )
     with pytest.raises(ValueError, match="keys"):
-        Federation(name="x", task="classification", num_classes=2, clients=[good])
+        FederatedDataset(name="x", task="classification", num_classes=2, clients=[good])
     with pytest.raises(TypeError):
         ClientData("c", good.train, good.val, good.test, profile={"bad": object()})

@@ -5,10 +5,11 @@ Importing this package registers ``synthetic_chest_ct``, ``rad_chestct``, ``covi
 or directly::
 
     from pppml_jax.data.builders import covid_ct_seg, _common
+    from pppml_jax.data.paths import tfds_dir
     config = covid_ct_seg.make_config("/data/covid", axis="z", size=256)
-    name = _common.build(covid_ct_seg.CovidCtSeg, config, data_dir="data_cache/tfds",
+    name = _common.build(covid_ct_seg.CovidCtSeg, config, data_dir=tfds_dir(),
                          manual_dir="/data/covid")
-    source = tfds.data_source(name, data_dir="data_cache/tfds")["client00"]
+    source = tfds.data_source(name, data_dir=tfds_dir())["client00"]
 """
 
 from pppml_jax.data.builders.covid_ct_seg import CovidCtSeg

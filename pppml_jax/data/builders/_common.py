@@ -14,25 +14,12 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from pppml_jax.data.types import ClientPool
-
-DATA_ROOT_ENV = "PPPML_DATA_DIR"
-
-
-def data_root() -> Path:
-    """Root of pppml-jax's data: ``$PPPML_DATA_DIR`` or ``./data_cache``."""
-    return Path(os.environ.get(DATA_ROOT_ENV, "data_cache"))
-
-
-def default_data_dir() -> Path:
-    """Where TFDS writes built data sets by default: ``<data_root>/tfds``."""
-    return data_root() / "tfds"
 
 
 def client_split(index: int) -> str:
