@@ -1,9 +1,10 @@
-"""A client's local training: tau optax steps along a local rule (SGD or Per-FedAvg).
+"""One client's local training as a pure function, for research code outside the engine.
 
-The pieces follow optax and FedJAX: a *local rule* says how one step turns batches into an
-update direction; :func:`make_client_update` turns a rule, an optax optimizer and the number of
-local steps into one pure function of one client's data, which the federation engine batches
-over clients with ``jax.vmap`` (or loops over, on CPU).
+A *local rule* says how one step turns batches into an update direction (SGD's gradient,
+Per-FedAvg's meta-gradient); :func:`make_client_update` turns a rule, an optax optimizer and
+the number of local steps into one pure function of one client's data. It runs exactly the
+loop the federation engine runs (:mod:`pppml_jax.algorithms.local_training`), on the
+algorithm :func:`rule_algorithm` builds from the rule.
 """
 
 from __future__ import annotations
@@ -15,9 +16,30 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pppml_jax.algorithms.batching import sample_batch
-from pppml_jax.algorithms.perfedavg import Variant, check_variant, meta_gradient_stateful
+from pppml_jax.algorithms.base import Algorithm, Context
+from pppml_jax.algorithms.local_training import (
+    ClientCarry,
+    draw_batch,
+    local_step,
+    run_steps,
+    start_client,
+)
+from pppml_jax.algorithms.meta_gradient import Variant, check_variant, meta_gradient_stateful
+from pppml_jax.algorithms.standard import one_model
 from pppml_jax.typing import Batch, ModelState, Params, PRNGKey, StatefulLossFn
+
+__all__ = [
+    "ClientCarry",
+    "ClientProgram",
+    "ClientResult",
+    "LocalRule",
+    "draw_batch",
+    "make_client_program",
+    "make_client_update",
+    "perfedavg_rule",
+    "rule_algorithm",
+    "sgd_rule",
+]
 
 DirectionFn = Callable[
     [StatefulLossFn, Params, ModelState, tuple[Batch, ...]],
@@ -54,7 +76,7 @@ def sgd_rule() -> LocalRule:
 
 
 def perfedavg_rule(*, alpha: float, variant: Variant = "fo", delta: float = 1e-3) -> LocalRule:
-    """Per-FedAvg's meta-gradient (REFERENCE.md 1.1) as a local rule.
+    """Per-FedAvg's meta-gradient (docs/method.md) as a local rule.
 
     With ``optax.sgd(beta)`` as the local optimizer, one step equals
     :func:`pppml_jax.perfedavg_step` with the same batches.
@@ -82,14 +104,16 @@ def perfedavg_rule(*, alpha: float, variant: Variant = "fo", delta: float = 1e-3
     return LocalRule(f"perfedavg-{variant}", 2 if variant == "fo" else 3, direction)
 
 
-def draw_batch(key, data, num_examples, batch_size: int, batch_rng: str | None = None):
-    """:func:`sample_batch`, plus a fresh key's data under ``batch_rng`` when that is set."""
-    batch = sample_batch(key, data, num_examples, batch_size)
-    if batch_rng is None:
-        return batch
-    if not isinstance(batch, dict):
-        raise ValueError(f"batch_rng={batch_rng!r} needs dict batches, got {type(batch).__name__}")
-    return {**batch, batch_rng: jax.random.key_data(jax.random.fold_in(key, 0x5EED))}
+def rule_algorithm(rule: LocalRule) -> Algorithm:
+    """A FedAvg-style :class:`Algorithm` whose local steps follow ``rule``."""
+
+    def direction(ctx, params, model_state, batches, t, broadcast, client_state):
+        del t, broadcast, client_state
+        return rule.direction(ctx.loss_fn, params, model_state, batches)
+
+    return one_model(
+        rule.name, direction, hparams={"lr": None}, batches_per_step=rule.batches_per_step
+    )
 
 
 class ClientResult(NamedTuple):
@@ -100,23 +124,12 @@ class ClientResult(NamedTuple):
     loss: jax.Array  # [] float32, mean training loss over the local steps
 
 
-class ClientCarry(NamedTuple):
-    """A client's training state between local steps."""
-
-    params: Params  # the model being trained
-    model_state: ModelState  # its state (None for stateless models)
-    opt_state: optax.OptState  # the local optimizer's state
-    loss_sum: jax.Array  # [] float32, sum of the step losses so far
-
-
 class ClientProgram(NamedTuple):
     """Local training as FedJAX-style pure init / step / finalize functions.
 
     ``init(params, model_state) -> carry``; ``step(carry, data, num_examples, key, t) -> carry``
     takes local step ``t`` (its batches come from ``fold_in(key, t)``, ``t`` may be traced);
-    ``finalize(carry) -> ClientResult``. Running them in a Python loop over steps lets the
-    engine compile one small step program instead of all tau steps unrolled (whose compile
-    time grows faster than tau on XLA:CPU).
+    ``finalize(carry) -> ClientResult``.
     """
 
     init: Callable[[Params, ModelState], ClientCarry]
@@ -137,35 +150,43 @@ def make_client_program(
     batch_size: int,
     batch_rng: str | None = None,
 ) -> ClientProgram:
-    """The init / step / finalize functions of :func:`make_client_update` (same arguments).
-
-    ``batch_rng``: when set, every batch drawn (a dict) gets this extra entry holding a fresh
-    PRNG key's data (``[2]`` uint32; ``jax.random.wrap_key_data`` turns it back into a key),
-    for losses that need randomness, such as dropout.
-    """
+    """The init / step / finalize functions of :func:`make_client_update` (same arguments)."""
     if local_steps < 1:
         raise ValueError(f"local_steps={local_steps} must be >= 1")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    algorithm = rule_algorithm(rule)
+    ctx = Context(
+        loss_fn=loss_fn,
+        hp={"lr": jnp.ones((), jnp.float32)},
+        local_steps=local_steps,
+        participation=1.0,
+        local_optimizer=lambda step_size: optimizer,
+        server_optimizer=optax.sgd,
+    )
 
     def init(params, model_state) -> ClientCarry:
-        return ClientCarry(params, model_state, optimizer.init(params), jnp.zeros((), jnp.float32))
+        return start_client(algorithm, ctx, params, None, model_state)
 
     def step(carry: ClientCarry, data, num_examples, key, t) -> ClientCarry:
-        keys = jax.random.split(jax.random.fold_in(key, t), rule.batches_per_step)
-        batches = tuple(
-            draw_batch(keys[j], data, num_examples, batch_size, batch_rng)
-            for j in range(rule.batches_per_step)
+        # FedAvg-style steps read nothing of the broadcast but the starting point, already in
+        # the carry, so no broadcast is needed here.
+        return local_step(
+            algorithm,
+            ctx,
+            carry,
+            data,
+            num_examples,
+            key,
+            t,
+            None,
+            None,
+            batch_size=batch_size,
+            batch_rng=batch_rng,
         )
-        direction, model_state, loss = rule.direction(
-            loss_fn, carry.params, carry.model_state, batches
-        )
-        updates, opt_state = optimizer.update(direction, carry.opt_state, carry.params)
-        params = optax.apply_updates(carry.params, updates)
-        return ClientCarry(params, model_state, opt_state, carry.loss_sum + loss)
 
     def finalize(carry: ClientCarry) -> ClientResult:
-        return ClientResult(carry.params, carry.model_state, carry.loss_sum / local_steps)
+        return ClientResult(carry.algorithm.params, carry.model_state, carry.loss_sum / local_steps)
 
     return ClientProgram(init, step, finalize, local_steps)
 
@@ -195,9 +216,10 @@ def make_client_update(
       local_steps: tau, the number of local steps (>= 1).
       batch_size: examples per batch (>= 1).
       unroll: unroll the steps in the compiled program (fast for convolutions on XLA:CPU, where a
-        rolled ``lax.scan`` runs about 15x slower, jax-ml/jax#12868) or keep a rolled
-        ``lax.scan`` (smaller programs, faster compiles for many steps).
-      batch_rng: see :func:`make_client_program`.
+        rolled ``lax.scan`` runs about 15x slower, jax-ml/jax#12868) or keep a rolled loop
+        (smaller programs, faster compiles for many steps).
+      batch_rng: the name of an entry added to every batch, holding a fresh PRNG key's data
+        (for dropout); None: no entry.
 
     Returns:
       ``client_update``; its ``data`` is a pytree of ``[N, ...]`` arrays padded to a common
@@ -214,16 +236,12 @@ def make_client_update(
 
     def client_update(params, model_state, data, num_examples, key) -> ClientResult:
         carry = program.init(params, model_state)
-        if unroll:
-            for t in range(local_steps):
-                carry = program.step(carry, data, num_examples, key, t)
-        else:
-            carry = jax.lax.fori_loop(
-                0,
-                local_steps,
-                lambda t, c: program.step(c, data, num_examples, key, t),
-                carry,
-            )
+        carry = run_steps(
+            lambda t, c: program.step(c, data, num_examples, key, t),
+            carry,
+            local_steps,
+            unroll=unroll,
+        )
         return program.finalize(carry)
 
     return client_update

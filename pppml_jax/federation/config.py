@@ -8,7 +8,7 @@ from typing import Any
 
 import optax
 
-from pppml_jax.algorithms.perfedavg import VARIANTS
+from pppml_jax.algorithms.meta_gradient import VARIANTS
 
 ALGORITHMS = ("local", "fedavg", "perfedavg", "pppml")
 EXECUTIONS = ("auto", "vmap", "loop")
