@@ -35,6 +35,7 @@ from pppml_jax.algorithms.meta_gradient import (
 )
 from pppml_jax.algorithms.personalize import personalize
 from pppml_jax.algorithms.registry import BUILTINS, make_algorithm
+from pppml_jax.algorithms.scaffold import scaffold
 from pppml_jax.algorithms.sgd_step import fedavg_step
 from pppml_jax.algorithms.standard import PersonalModel, fedavg, fedprox, local, one_model
 
@@ -61,6 +62,7 @@ __all__ = [
     "perfedavg_step",
     "personalize",
     "pppml",
+    "scaffold",
     "server_mean_delta",
     "start_model",
     "step_model",
