@@ -1,6 +1,6 @@
 """Seconds per federated round, vmap against loop execution, same model and data, one run.
 
-Workload (REFERENCE.md 4): a 2-convolution CNN (SmallCNN, 8,938 parameters), 64 images of
+Workload (docs/method.md 4): a 2-convolution CNN (SmallCNN, 8,938 parameters), 64 images of
 28x28 per client, FedAvg with 5 local SGD steps of batch 16. Both modes are compiled first
 (compile time reported apart), then their rounds alternate and the median of the repeats is
 reported, so that load on a shared machine hits both alike.

@@ -1,6 +1,6 @@
 """Seconds per round of Flower 1.42's simulation of client_throughput.py's workload (issue 2).
 
-The workload is the one of ``client_throughput.py`` (REFERENCE.md 4): SmallCNN(features=(16, 32),
+The workload is the one of ``client_throughput.py`` (docs/method.md 4): SmallCNN(features=(16, 32),
 hidden=96, num_classes=10), 8,938 parameters; 64 random 28x28x1 images per client with labels
 in 0..9; FedAvg weighted by example counts with every client in every round; 5 local SGD steps
 of batch 16 at lr 0.05 from a fresh optax SGD state each round. Each Flower client trains with

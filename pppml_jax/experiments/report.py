@@ -168,7 +168,7 @@ def write_report(results: dict[str, Any], examples: dict[str, list], out_dir: Pa
         "",
         "Test-split metric per client after the last round. *global*: the shared model (for "
         "`local`, the client's own model); *pers.*: after personalization on the client's "
-        "training data (REFERENCE.md 1.1); test data never adapts a model.",
+        "training data (docs/method.md 1.1); test data never adapts a model.",
         "",
         per_client_table(results),
         "",

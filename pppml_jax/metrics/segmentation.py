@@ -38,7 +38,7 @@ def dice(
     (default 1.0: predicting "no lesion" on a lesion-free slice is a perfect answer); when only
     one is empty the formula gives 0. Pass ``empty_score=float("nan")`` to exclude such images
     from a ``jnp.nanmean``. This is the plain Dice, not the pooled F-beta (beta = 1.25) that the
-    published code logged as Dice (REFERENCE.md 3.4).
+    published code logged as Dice (docs/method.md 3.4).
 
     Args:
       pred_mask: ``[..., H, W]`` (or any shape) bool / int / float; non-zero is foreground.

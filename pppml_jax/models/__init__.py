@@ -1,6 +1,6 @@
 """Flax models: ordinary ``nn.Module`` classes; the federation never needs to change a model.
 
-Defaults are the paper's networks (REFERENCE.md 2); smaller members of each family are made
+Defaults are the paper's networks (docs/method.md 2); smaller members of each family are made
 with ``functools.partial``, e.g. :data:`UNet2DTiny` for quick runs and tests.
 """
 

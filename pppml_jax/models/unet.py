@@ -43,7 +43,7 @@ class UNet2D(nn.Module):
     each decoder level up-samples with a 2x2 stride-2 transposed convolution, concatenates the
     encoder's output of the same resolution and applies a :class:`ConvBlock`; a 1x1 convolution
     gives the logits. With the defaults (4 levels, 16 features, 3 input channels, 2 classes) it
-    has 1,942,594 parameters, the paper's "about 1.94M" (REFERENCE.md 2).
+    has 1,942,594 parameters, the paper's "about 1.94M" (docs/method.md 2.2).
 
     BatchNorm statistics live in the ``batch_stats`` collection: initialise with
     ``variables = model.init(key, x)``, train with

@@ -54,7 +54,7 @@ def test_unet2d_default_matches_paper_parameter_count():
     variables = abstract_variables(UNet2D(), (1, 64, 64, 3))
     n = count(variables["params"])
     assert n == unet_count_by_hand()
-    assert abs(n - 1.94e6) / 1.94e6 < 0.005  # REFERENCE.md 2: about 1.94M
+    assert abs(n - 1.94e6) / 1.94e6 < 0.005  # docs/method.md 2.2: about 1.94M
 
 
 def test_densenet3d_default_matches_paper_parameter_count():
