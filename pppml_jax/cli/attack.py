@@ -44,17 +44,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
-def load_attack_config(path: str | Path, overrides: list[str]) -> dict[str, Any]:
-    """Reads a YAML config as ``pppml run`` does and applies ``KEY=VALUE`` overrides.
-
-    Raises:
-      ValueError: the file is missing or not a YAML mapping, or an override is malformed.
-    """
-    from pppml_jax.experiments.config import apply_overrides, read_config
-
-    return apply_overrides(read_config(path), overrides)
-
-
 def _fmt(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.{digits}f}"
@@ -175,6 +164,7 @@ class Progress:
 
 def main(args: argparse.Namespace) -> int:
     """Runs the evaluation of ``args.config`` and writes ``args.out``; returns an exit code."""
+    from pppml_jax.experiments.config_attack import load_attack_config
     from pppml_jax.experiments.privacy import evaluate
 
     try:

@@ -1,4 +1,10 @@
-"""``pppml run CONFIG [--out DIR] [--set KEY=VALUE ...]``: train and compare the algorithms."""
+"""``pppml run CONFIG [--out DIR] [--set KEY=VALUE ...] [--resume [--extend] | --overwrite]``.
+
+Trains and compares the algorithms of a config. An output directory holds one run: a
+non-empty ``--out`` is refused unless ``--resume`` continues the run recorded there (same
+fingerprint, ``fingerprint.json``) or ``--overwrite`` replaces it; ``--resume --extend``
+trains a finished run for more rounds (``--set training.rounds=...``).
+"""
 
 from __future__ import annotations
 
@@ -23,10 +29,23 @@ def register(subparsers) -> None:
         dest="overrides",
         help="override a config value by dotted key, e.g. --set training.rounds=3 (repeatable)",
     )
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--resume",
         action="store_true",
-        help="continue each algorithm from its latest intact checkpoint in --out",
+        help="continue each algorithm of the run in --out from its latest intact checkpoint "
+        "(refused if the config differs from that run's fingerprint)",
+    )
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run outputs already in --out (otherwise a non-empty --out is refused)",
+    )
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume: allow training.rounds (or overrides.<label>.rounds) to grow, and "
+        "train a finished run for the extra rounds",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     parser.add_argument(
@@ -86,10 +105,17 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"pppml run: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out or Path("runs") / config["name"])
+    out = Path(args.out or Path("runs") / config.name)
     start = time.perf_counter()
     try:
-        results = run_experiment(config, out, callback=Progress(args.quiet), resume=args.resume)
+        results = run_experiment(
+            config,
+            out,
+            callback=Progress(args.quiet),
+            resume=args.resume,
+            overwrite=args.overwrite,
+            extend=args.extend,
+        )
     except (ConfigError, ValueError, FileNotFoundError) as err:
         # bad input (config, data, options): a clear message, not a deep traceback
         if args.debug:

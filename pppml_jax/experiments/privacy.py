@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from pppml_jax.experiments.config_attack import AttackConfig, attack_config
 from pppml_jax.experiments.privacy_config import DATASETS, DEFAULTS, merge_config
 from pppml_jax.experiments.privacy_data import lenet_problem
 from pppml_jax.experiments.privacy_runs import (
@@ -119,12 +120,15 @@ def _machine() -> dict[str, Any]:
 
 
 def evaluate(
-    config: Mapping[str, Any] | None = None, *, progress: Callable[[dict], None] | None = None
+    config: AttackConfig | Mapping[str, Any] | None = None,
+    *,
+    progress: Callable[[dict], None] | None = None,
 ) -> PrivacyReport:
     """Runs the privacy experiment of a config (see the module doc).
 
     Args:
-      config: nested mapping of the keys of ``DEFAULTS`` (missing keys take defaults).
+      config: an :class:`~pppml_jax.experiments.config_attack.AttackConfig`, or a nested
+        mapping of its keys (missing keys take defaults; validated on entry).
       progress: called with one dict per event (``{"event": "image", "section": ...}``).
 
     Returns:
@@ -133,7 +137,7 @@ def evaluate(
     Raises:
       ValueError: an unknown config key or a bad value.
     """
-    cfg = merge_config(config)
+    cfg = attack_config(config).to_dict()
     for name in cfg["reference"]["datasets"]:
         if name not in DATASETS:
             raise ValueError(f"reference.datasets entry {name!r} is not one of {DATASETS}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pppml_jax import models as model_zoo
-from pppml_jax.experiments.config import ConfigError, federation_config
+from pppml_jax.experiments.config import ConfigError, ExperimentConfig
+from pppml_jax.experiments.fingerprint import checkpoint_key, prepare_run_dir
 from pppml_jax.experiments.jsonable import jsonable
 from pppml_jax.experiments.tasks import TaskFunctions, task_functions
 from pppml_jax.federation.checkpoint import Checkpointer
@@ -30,8 +30,11 @@ Callback = Callable[[dict], None]
 def build_model(spec: Mapping[str, Any], *, num_classes: int):
     """The Flax module ``spec["name"]`` of :mod:`pppml_jax.models` with ``spec["options"]``.
 
-    ``num_classes`` comes from the data unless the options set it.
+    ``num_classes`` comes from the data unless the options set it. ``spec``: a
+    :class:`~pppml_jax.experiments.config.ModelConfig` or a mapping with the same keys.
     """
+    if dataclasses.is_dataclass(spec):
+        spec = {"name": spec.name, "options": spec.options}
     name = spec["name"]
     available = sorted(n for n in model_zoo.__all__ if callable(getattr(model_zoo, n)))
     if name not in available:
@@ -49,6 +52,8 @@ def load_data(spec: Mapping[str, Any], *, seed: int):
     """``pppml_jax.data.load_federation(spec["name"], seed=seed, **spec["options"])``."""
     from pppml_jax import data
 
+    if dataclasses.is_dataclass(spec):
+        spec = {"name": spec.name, "options": spec.options}
     options = dict(spec.get("options") or {})
     options.setdefault("seed", seed)
     return data.load_federation(spec["name"], **options)
@@ -93,20 +98,18 @@ def _examples(fns: TaskFunctions, fed_data, state, federation, count: int) -> li
 def _train(federation, state, algorithm, config, out_dir: Path, resume: bool, emit):
     """Runs the rounds of one algorithm, checkpointing; returns the final state and history."""
     fconfig = federation.config
-    every = int(config["checkpoint"].get("every", 1))
+    every = config.checkpoint.every
     checkpointer = None
-    if every > 0:
+    if every > 0:  # prepare_run_dir left no other run's checkpoints here
         directory = out_dir / "checkpoints" / algorithm
-        if not resume and directory.exists():
-            shutil.rmtree(directory)  # a fresh run replaces an earlier run's checkpoints
-        checkpointer = Checkpointer(directory, keep=int(config["checkpoint"].get("keep", 3)))
-    fingerprint = json.dumps(jsonable(dataclasses.asdict(fconfig)), sort_keys=True, default=str)
+        checkpointer = Checkpointer(directory, keep=config.checkpoint.keep)
+    fingerprint = checkpoint_key(config, algorithm)  # all but rounds: --extend may add some
     rounds: list[dict] = []
     if resume and checkpointer is not None:
         restored = checkpointer.restore_latest(state)
         if restored is not None:
             state, record = restored
-            if record.get("config") != fingerprint:
+            if record.get("fingerprint") != fingerprint:
                 raise ConfigError(
                     f"the checkpoint of {algorithm} in {checkpointer.directory} was made with "
                     "another configuration; run without --resume to start again"
@@ -129,7 +132,7 @@ def _train(federation, state, algorithm, config, out_dir: Path, resume: bool, em
         done = record["round"]
         if checkpointer is not None and (done % every == 0 or done == fconfig.rounds):
             checkpointer.save(
-                state, {"algorithm": algorithm, "config": fingerprint, "history": rounds}
+                state, {"algorithm": algorithm, "fingerprint": fingerprint, "history": rounds}
             )
     return state, rounds
 
@@ -151,11 +154,13 @@ def _save_model(state, algorithm: str, out_dir: Path) -> None:
 
 
 def run_experiment(
-    config: Mapping[str, Any],
+    config: ExperimentConfig,
     out_dir: str | Path,
     *,
     callback: Callback | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    extend: bool = False,
 ) -> dict:
     """Runs every algorithm of ``config`` on the same data and initial model; writes the outputs.
 
@@ -163,17 +168,20 @@ def run_experiment(
     the final models (``models/<algorithm>.msgpack``) and checkpoints (``checkpoints/``), and
     returns the results dict. With ``resume``, each algorithm continues from its latest intact
     checkpoint (a finished one is not trained again) and the outputs equal an uninterrupted
-    run's. ``callback`` receives progress events (dicts with "event": "data", "resume",
+    run's; ``extend`` (with ``resume``) lets ``training.rounds`` grow and trains a finished run
+    for the extra rounds. A directory holding another run is refused unless ``overwrite``
+    (:func:`~pppml_jax.experiments.fingerprint.prepare_run_dir`). ``callback`` receives
+    progress events (dicts with "event": "data", "resume",
     "start", "round" or "done").
     """
     from pppml_jax.experiments.report import write_report
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, extend=extend)
     emit = callback or (lambda event: None)
-    seed = config["seed"]
+    seed = config.seed
     started = time.perf_counter()
-    fed_data = load_data(config["data"], seed=seed)
+    fed_data = load_data(config.data, seed=seed)
     emit(
         {
             "event": "data",
@@ -184,7 +192,7 @@ def run_experiment(
             "seconds": time.perf_counter() - started,
         }
     )
-    model = build_model(config["model"], num_classes=fed_data.num_classes)
+    model = build_model(config.model, num_classes=fed_data.num_classes)
     sample = jnp.asarray(fed_data.clients[0].train["image"][:1])
     variables = model.init(jax.random.key(seed), sample, train=False)
     fns = task_functions(
@@ -192,24 +200,24 @@ def run_experiment(
         model,
         variables,
         sample=sample,
-        empty_masks=config["evaluation"]["empty_masks"],
+        empty_masks=config.evaluation.empty_masks,
     )
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"} or None
     train = [c.train for c in fed_data.clients]
     test = [c.test for c in fed_data.clients]
     results: dict[str, Any] = {
-        "name": config["name"],
+        "name": config.name,
         "task": fed_data.task,
         "metric": fns.metric,
-        "empty_masks": config["evaluation"]["empty_masks"],
+        "empty_masks": config.evaluation.empty_masks,
         "clients": [{"name": c.name, "profile": c.profile} for c in fed_data.clients],
-        "config": config,
+        "config": config.to_dict(),
         "runs": {},
     }
     examples: dict[str, list] = {}
-    for algorithm in config["algorithms"]:
-        fconfig = federation_config(config, algorithm)
+    for algorithm in config.labels:
+        fconfig = config.federation_config(algorithm)
         if fns.batch_rng is not None and fconfig.batch_rng is None:
             fconfig = fconfig.replace(batch_rng=fns.batch_rng)  # dropout keys in every batch
         federation = Federation(
@@ -244,7 +252,7 @@ def run_experiment(
         }
         _save_model(state, algorithm, out_dir)
         examples[algorithm] = _examples(
-            fns, fed_data, state, federation, int(config["report"].get("example_images", 1))
+            fns, fed_data, state, federation, config.report.example_images
         )
         emit({"event": "done", "algorithm": algorithm, **results["runs"][algorithm]["final"]})
     results["seconds"] = time.perf_counter() - started
