@@ -107,10 +107,14 @@ class Checkpointer:
         manifest = step_dir / MANIFEST
         if not manifest.is_file():
             return "no manifest (the save did not finish)"
-        try:
-            expected = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            return f"unreadable manifest ({err})"
+        try:  # any bytes at all: not UTF-8, not JSON, or JSON of another shape
+            expected = json.loads(manifest.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as err:
+            return f"unreadable manifest ({type(err).__name__}: {err})"
+        if not isinstance(expected, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in expected.items()
+        ):
+            return "unreadable manifest (not a mapping of file names to SHA-256 digests)"
         actual = _files(step_dir)
         if actual != expected:
             changed = sorted(
