@@ -5,7 +5,9 @@ and a sample count. One call sends the updates around the cyclic ring: masked on
 (``backend="plain"``) or masked and encrypted (``backend="bfv"``, exact packed integers).
 The result is the sample-weighted mean, equal to the plain numpy computation up to the
 quantisation error. ``round_index`` is the federation round: it selects the initiator and
-is authenticated in every message, so pass a new one every round.
+is authenticated in every message, so pass a new one every round. Values beyond ``clip``
+(default 1.0) are clipped to it and counted in ``res.stats.clipped``: scale updates, or pass
+a larger ``clip=``, so that nothing is clipped.
 
 Run: ``python examples/secure_aggregation.py`` (a few seconds on a CPU; BFV needs TenSEAL,
 ``pip install pppml-jax[fhe]``).
@@ -58,6 +60,7 @@ def main() -> dict[str, dict[str, float]]:
             "initiator": res.initiator,
             "messages": len(res.transcript),
             "bytes_per_param": float(res.stats.bytes_per_param),
+            "clipped": int(sum(res.stats.clipped.values())),
         }
     return out
 
