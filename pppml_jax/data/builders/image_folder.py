@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,36 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     source: str = ""
 
 
+class OneClassWarning(UserWarning):
+    """An image folder holds a single class: every label is the same and accuracy means nothing."""
+
+
 def make_config(manual_dir: str | Path, **options) -> ImageFolderConfig:
-    """A config for ``manual_dir`` and ``options`` (fields of :class:`ImageFolderConfig`)."""
+    """A config for ``manual_dir`` and ``options`` (fields of :class:`ImageFolderConfig`).
+
+    The folder tree is scanned first (:func:`scan_tree`), so that an empty or malformed folder
+    is refused with a clear message before TFDS is asked to build anything.
+
+    Raises:
+      ValueError: an unknown option or value, or a folder without class folders or images.
+
+    Warns:
+      OneClassWarning: the folder holds a single class.
+    """
     check_options("image_folder", ImageFolderConfig, options)
     if options.get("layout", "class") not in LAYOUTS:
         raise ValueError(f"layout={options['layout']!r} is not one of {LAYOUTS}")
     if options.get("nifti_intensity", "minmax") not in ("minmax", "hu"):
         raise ValueError(f"nifti_intensity={options['nifti_intensity']!r}: use 'minmax' or 'hu'")
+    _, classes, _ = scan_tree(Path(manual_dir), options.get("layout", "class"))
+    if len(classes) < 2:
+        warnings.warn(
+            f"image folder {manual_dir} holds one class ({classes[0]!r}): every label is the "
+            "same, so a model scores accuracy 1.0 without learning anything; add a folder per "
+            "class",
+            OneClassWarning,
+            stacklevel=2,
+        )
     options = {**options, "source": str(Path(manual_dir).resolve())}
     return ImageFolderConfig(name=config_name("images", options), **options)
 
@@ -139,8 +163,17 @@ def scan_tree(manual_dir: Path, layout: str) -> tuple[list[str], list[str], list
     groups = (
         [("all", manual_dir)]
         if layout == "class"
-        else [(d.name, d) for d in sorted(manual_dir.iterdir()) if d.is_dir()]
+        else [
+            (d.name, d)
+            for d in sorted(manual_dir.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+        ]
     )
+    if not groups:
+        raise ValueError(
+            f"image folder {manual_dir} has no client sub-folders; expected "
+            f"{manual_dir}/<client>/<class>/<image files> (layout={layout!r})"
+        )
     entries = []
     classes = set()
     for client, root in groups:
