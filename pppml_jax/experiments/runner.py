@@ -164,7 +164,7 @@ def run_experiment(
 ) -> dict:
     """Runs every algorithm of ``config`` on the same data and initial model; writes the outputs.
 
-    Writes ``out_dir/results.json`` (DESIGN.md schema), ``out_dir/summary.md``, PNG figures,
+    Writes ``out_dir/results.json`` (schema in README.md), ``out_dir/summary.md``, PNG figures,
     the final models (``models/<algorithm>.msgpack``) and checkpoints (``checkpoints/``), and
     returns the results dict. With ``resume``, each algorithm continues from its latest intact
     checkpoint (a finished one is not trained again) and the outputs equal an uninterrupted
