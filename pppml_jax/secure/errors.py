@@ -55,8 +55,20 @@ class WrongSenderError(UnexpectedMessageError):
     """An authentic message came from a party other than the expected predecessor."""
 
 
-class WrongRoundError(UnexpectedMessageError):
+class ReplayedMessageError(UnexpectedMessageError):
+    """An authentic message belongs to another aggregation call (another session id): a replay."""
+
+
+class WrongRoundError(ReplayedMessageError):
     """An authentic message belongs to another round (a replay)."""
+
+
+class WrongContextError(UnexpectedMessageError):
+    """An authentic message of this session was sealed for another ring order or weights."""
+
+
+class ReusedRoundError(SecureAggregationError, ValueError):
+    """A round index (or session id) already completed under the same key set was used again."""
 
 
 class ClientDropoutError(SecureAggregationError):
@@ -79,3 +91,12 @@ class DecryptionError(SecureAggregationError):
 # ---------------------------------------------------------------- warnings
 class TwoPartyRingWarning(UserWarning):
     """A ring of two was allowed: each party can recover the other's update."""
+
+
+class ClippingWarning(UserWarning):
+    """Update values beyond an explicit ``clip`` range were clipped: the aggregate changed.
+
+    The message says how many coordinates and by how much; ``res.stats.clipped``,
+    ``clip_excess`` and ``clipping_bound`` hold the numbers, and ``error_bound`` includes
+    ``clipping_bound``.
+    """

@@ -44,11 +44,17 @@ class Tamper:
 
 @dataclass(frozen=True)
 class Inject:
-    """The relay delivers ``message`` (e.g. from an earlier round) instead of message ``hop``."""
+    """The relay delivers another message instead of ring message ``hop``.
+
+    Either ``message`` (e.g. recorded from an earlier call), or, with ``message=None``, the
+    message of hop ``from_hop`` that the relay recorded earlier in this same call (a replay
+    to another position).
+    """
 
     hop: int
-    message: Message
+    message: Message | None = None
     attempt: int = 0
+    from_hop: int | None = None
 
 
 Fault = Dropout | Tamper | Inject
@@ -76,7 +82,13 @@ def validate_faults(faults: Sequence[Fault], num_clients: int) -> tuple[Fault, .
             if isinstance(f, Tamper) and f.mode not in ("flip", "truncate"):
                 raise InvalidOptionError(f"Tamper mode={f.mode!r}: use 'flip' or 'truncate'")
             if isinstance(f, Inject) and not isinstance(f.message, Message):
-                raise InvalidOptionError("Inject.message must be a pppml_jax.secure.Message")
+                if f.message is not None or not (
+                    isinstance(f.from_hop, int) and 0 <= f.from_hop < f.hop
+                ):
+                    raise InvalidOptionError(
+                        "Inject needs message=<a pppml_jax.secure.Message> or from_hop=<an "
+                        "earlier hop of the same call>"
+                    )
         else:
             raise InvalidOptionError(f"fault {f!r}: use pppml_jax.secure.Dropout, Tamper or Inject")
         if f.attempt < 0:

@@ -7,13 +7,15 @@ Concrete. Sums are taken modulo the same M, so ``R + s mod M`` is uniform whatev
 CKKS, which cannot reduce, the hiding is statistical; see ``backends/ckks.py``).
 
 Randomness comes from :func:`os.urandom` (the operating system's cryptographic generator).
-A deterministic byte source exists for tests only (``mask_seed``); it must never be used in a
-deployment. Values are drawn by rejection sampling on ``bit_length(M - 1)``-bit words, which
-is exactly uniform (no modulo bias) for any M.
+A deterministic byte source exists for tests only (:func:`seeded_source`, reachable only
+through the private ``SecureAggregator._test_mask_source`` hook, never from options or a
+config); it must never be used in a deployment. Values are drawn by rejection sampling on
+``bit_length(M - 1)``-bit words, which is exactly uniform (no modulo bias) for any M.
 
 Relay pads (:func:`relay_pad`) hide masked-only values from the relay: each hospital adds a
 pad derived with SHAKE-256 from the hospitals' shared key, and the initiator subtracts their
-sum, so consecutive messages no longer differ by a client's update.
+sum, so consecutive messages no longer differ by a client's update. Every pad is bound to the
+call's random session id, so two calls (even with the same round index) never share a pad.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -75,7 +77,14 @@ def uniform_mod(modulus: int, size: int, *, source: ByteSource = system_source) 
 
 
 def relay_pad(
-    key: bytes, *, modulus: int, size: int, round_index: int, attempt: int, position: int
+    key: bytes,
+    *,
+    modulus: int,
+    size: int,
+    session: bytes,
+    round_index: int,
+    attempt: int,
+    position: int,
 ) -> np.ndarray:
     """The pad a hospital adds to its masked-only values at one ring position.
 
@@ -86,8 +95,9 @@ def relay_pad(
       key: the hospitals' shared pad key (32 bytes).
       modulus: M, a power of two (masked-only channels are modulo ``2**bits``).
       size: number of values.
+      session: the call's 16-byte random session id.
       round_index, attempt, position: where in the protocol the pad is used (domain
-        separation: a pad is never reused).
+        separation: with the session id, a pad is never reused).
 
     Returns:
       ``[size]`` int64 values in ``[0, M)``.
@@ -96,29 +106,38 @@ def relay_pad(
         raise ValueError(f"relay pads need a power-of-two modulus, got {modulus}")
     bits = modulus.bit_length() - 1
     width = 4 if bits <= 32 else 8
-    label = b"pppml-relay-pad" + struct.pack("<qqq", round_index, attempt, position)
+    label = b"pppml-relay-pad" + session + struct.pack("<qqq", round_index, attempt, position)
     stream = hashlib.shake_256(key + label).digest(size * width)
     words = np.frombuffer(stream, dtype="<u4" if width == 4 else "<u8").astype(np.uint64)
     return (words & np.uint64(modulus - 1)).astype(np.int64)
 
 
 def pad_sum(
-    key: bytes, *, modulus: int, size: int, round_index: int, attempt: int, positions: int
+    key: bytes,
+    *,
+    modulus: int,
+    size: int,
+    session: bytes,
+    round_index: int,
+    attempt: int,
+    positions: Sequence[int],
 ) -> np.ndarray:
-    """The sum modulo M of the relay pads of ring positions ``0 .. positions - 1``.
+    """The sum modulo M of the relay pads of the given ring positions.
 
     What a hospital subtracts to remove every pad added up to a message (the initiator, at the
-    end of a ring of n, removes ``positions = n``); arguments as in :func:`relay_pad`.
+    end of the ring, removes the pads of every position that contributed); other arguments as
+    in :func:`relay_pad`.
 
     Returns:
       ``[size]`` int64 values in ``[0, M)``.
     """
     total = np.zeros(size, np.int64)
-    for position in range(positions):
+    for position in positions:
         pad = relay_pad(
             key,
             modulus=modulus,
             size=size,
+            session=session,
             round_index=round_index,
             attempt=attempt,
             position=position,

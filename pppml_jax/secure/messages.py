@@ -2,16 +2,20 @@
 
 Every payload is ``header | body | tag``:
 
-- header (40 bytes, little-endian): magic ``b"PSA1"``, kind (1 = partial sum, 2 = result),
-  three reserved bytes, round index (int64), attempt, hop, sender, receiver (int32 each; the
-  relay is -1), body length (uint64);
+- header (88 bytes, little-endian): magic ``b"PSA2"``, kind (1 = partial sum, 2 = result,
+  3 = pairwise public keys, 4 = an encrypted Shamir share, 5 = a revealed share, 6 = a clip
+  range announcement), three reserved bytes, round index (int64), attempt, hop, sender,
+  receiver (int32 each; the relay is -1), body length (uint64), the call's 16-byte random
+  session id, and a 32-byte context digest (SHA-256 of the session, round, attempt, ring
+  order and weights: :func:`context_digest`);
 - body: named sections (``u8`` count, then per section ``u8`` name length, name, ``u64``
   length, bytes): the ciphertexts of the encrypted channel, the residues of the masked one;
 - tag: HMAC-SHA256 of header and body under the hospitals' shared MAC key.
 
 The relay has no MAC key, so it can neither alter a payload nor forge a header unnoticed;
-the receiver checks the tag first, then that the authenticated sender, receiver, round,
-attempt and hop are the ones it expects.
+the receiver checks the tag first, then that the authenticated round, session, context,
+sender, receiver, attempt and hop are the ones it expects: a message from another call
+(session), another ring order or weights (context) or another position (hop) is refused.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from pppml_jax.secure.errors import MalformedCiphertextError, TamperedMessageError
 
 RELAY = "relay"
 """Name of the relay server in :class:`Message` ``sender`` / ``receiver`` fields."""
 
-KINDS = {"partial": 1, "result": 2}
+KINDS = {"partial": 1, "result": 2, "keys": 3, "share": 4, "reveal": 5, "range": 6}
 _KIND_NAMES = {v: k for k, v in KINDS.items()}
-_HEADER = struct.Struct("<4sB3xqiiiiQ")
-_MAGIC = b"PSA1"
+_HEADER = struct.Struct("<4sB3xqiiiiQ16s32s")
+_MAGIC = b"PSA2"
+SESSION_BYTES = 16
 HEADER_BYTES = _HEADER.size
 TAG_BYTES = 32
 
@@ -47,6 +55,7 @@ class Message:
       attempt: 0, or k after k re-formations of the ring (dropouts).
       hop: position of the message in its attempt (0 = sent by the initiator).
       payload: exactly the bytes on the wire (authenticated envelope).
+      session: the call's 16-byte session id (also inside the payload's header).
     """
 
     sender: int | str
@@ -56,6 +65,30 @@ class Message:
     attempt: int
     hop: int
     payload: bytes
+    session: bytes = b""
+
+
+def context_digest(
+    session: bytes, round_index: int, attempt: int, order: Sequence[int], weights: Sequence[float]
+) -> bytes:
+    """SHA-256 of the public facts one attempt's messages are bound to.
+
+    Args:
+      session: the call's session id.
+      round_index, attempt: where in the federation.
+      order: the attempt's ring order (client indices, initiator first).
+      weights: the ``[n]`` public weight fractions of the call's clients (float64).
+
+    Returns:
+      32 bytes; a message carries it in its authenticated header, and a receiver refuses one
+      whose digest differs from its own (``WrongContextError``).
+    """
+    h = hashlib.sha256(b"pppml-secure-context")
+    h.update(session)
+    h.update(struct.pack("<qqq", round_index, attempt, len(order)))
+    h.update(np.asarray(order, "<i8").tobytes())
+    h.update(np.asarray(weights, "<f8").tobytes())
+    return h.digest()
 
 
 def _party_code(party: int | str) -> int:
@@ -76,8 +109,12 @@ def seal(
     attempt: int,
     hop: int,
     body: bytes,
+    session: bytes,
+    context: bytes = bytes(32),
 ) -> Message:
-    """Builds an authenticated :class:`Message` around ``body``."""
+    """Builds an authenticated :class:`Message` around ``body`` (see the module doc)."""
+    if len(session) != SESSION_BYTES or len(context) != 32:
+        raise ValueError("session must be 16 bytes and context 32 bytes")
     header = _HEADER.pack(
         _MAGIC,
         KINDS[kind],
@@ -87,11 +124,13 @@ def seal(
         _party_code(sender),
         _party_code(receiver),
         len(body),
+        session,
+        context,
     )
     mac = hmac.new(key, header, hashlib.sha256)
     mac.update(body)
     payload = b"".join((header, body, mac.digest()))
-    return Message(sender, receiver, kind, round_index, attempt, hop, payload)
+    return Message(sender, receiver, kind, round_index, attempt, hop, payload, session)
 
 
 @dataclass(frozen=True)
@@ -105,6 +144,8 @@ class Envelope:
     sender: int | str
     receiver: int | str
     body: memoryview
+    session: bytes = b""
+    context: bytes = b""
 
 
 def open_sealed(key: bytes, payload: bytes, *, where: str) -> Envelope:
@@ -124,7 +165,9 @@ def open_sealed(key: bytes, payload: bytes, *, where: str) -> Envelope:
             f"({_HEADER.size + TAG_BYTES} bytes): truncated on the wire"
         )
     header = payload[: _HEADER.size]
-    magic, kind, rnd, attempt, hop, sender, receiver, length = _HEADER.unpack(header)
+    magic, kind, rnd, attempt, hop, sender, receiver, length, session, context = _HEADER.unpack(
+        header
+    )
     expected = _HEADER.size + length + TAG_BYTES
     if magic != _MAGIC or len(payload) != expected:
         raise TamperedMessageError(
@@ -143,7 +186,15 @@ def open_sealed(key: bytes, payload: bytes, *, where: str) -> Envelope:
     if kind not in _KIND_NAMES:
         raise TamperedMessageError(f"{where}: unknown message kind {kind}")
     return Envelope(
-        _KIND_NAMES[kind], rnd, attempt, hop, _party_name(sender), _party_name(receiver), body
+        _KIND_NAMES[kind],
+        rnd,
+        attempt,
+        hop,
+        _party_name(sender),
+        _party_name(receiver),
+        body,
+        session,
+        context,
     )
 
 

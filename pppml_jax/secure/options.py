@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,11 @@ class RingOptions:
     """Protocol options of one call (the same for every backend).
 
     Attributes:
-      clip: C > 0; update values are clipped to ``[-C, C]`` (and counted) before quantising.
+      clip: ``"auto"`` (default): per round and leaf, every hospital announces the power of two
+        above its largest magnitude (one byte per leaf, public) and the leaf's fixed-point
+        range is the largest announced; nothing is ever clipped. Or C > 0: values are
+        clipped to ``[-C, C]`` before quantising, with a :class:`ClippingWarning` when
+        anything is, and the clipping included in ``error_bound``.
       stochastic_rounding: round stochastically (unbiased; error bound doubles) instead of
         to the nearest integer; seeded by ``seed`` when given.
       initiator: ``"round_robin"`` (``round_index % n``) or ``"seeded"`` (hash of the seed).
@@ -34,10 +39,15 @@ class RingOptions:
         updates as differences of consecutive messages.
       masked_bits: masked-only values are summed modulo ``2**masked_bits``.
       faults: simulated :class:`Dropout` / :class:`Tamper` / :class:`Inject` faults.
-      mask_seed: FOR TESTS ONLY: draw the masks from a seeded, non-cryptographic stream.
+      pairwise: add SecAgg-style pairwise masks (X25519, AES-CTR, Shamir shares for dropouts)
+        inside the ring, so the relay plus fewer than ``threshold`` hospitals learn nothing
+        about one update. ``None`` (default): on wherever the channel's backend sums modulo M
+        exactly (``plain``, ``bfv`` and every masked-only channel); ``ckks`` and
+        ``concrete`` ciphertexts cannot carry them.
+      threshold: t of the Shamir shares (``None``: ``n // 2 + 1``, at least 2).
     """
 
-    clip: float = 1.0
+    clip: float | str = "auto"
     stochastic_rounding: bool = False
     initiator: str = "round_robin"
     allow_two_party: bool = False
@@ -48,7 +58,8 @@ class RingOptions:
     relay_pads: bool = True
     masked_bits: int = 32
     faults: Sequence[Fault] = ()
-    mask_seed: int | None = None
+    pairwise: bool | None = None
+    threshold: int | None = None
 
     def validated(self, backend: Backend) -> RingOptions:
         """Checks every option; resolves ``encrypt="default"``."""
@@ -58,10 +69,24 @@ class RingOptions:
             raise InvalidOptionError(f"layout={self.layout!r}: use 'flat' or 'per_leaf'")
         if not isinstance(self.auto_max_values, int) or self.auto_max_values < 1:
             raise InvalidOptionError(f"auto_max_values={self.auto_max_values!r}: a positive int")
-        if self.mask_seed is not None and not (
-            isinstance(self.mask_seed, int) and self.mask_seed >= 0
+        if isinstance(self.clip, str):
+            if self.clip != "auto":
+                raise InvalidOptionError(f"clip={self.clip!r}: 'auto' or a positive float")
+        elif not (
+            isinstance(self.clip, (int, float))
+            and not isinstance(self.clip, bool)
+            and math.isfinite(self.clip)
+            and self.clip > 0
         ):
-            raise InvalidOptionError(f"mask_seed={self.mask_seed!r}: a non-negative int or None")
+            raise InvalidOptionError(
+                f"clip={self.clip!r}: pass 'auto' (no clipping) or a positive finite float"
+            )
+        if self.pairwise not in (None, True, False):
+            raise InvalidOptionError(f"pairwise={self.pairwise!r}: True, False or None")
+        if self.threshold is not None and not (
+            isinstance(self.threshold, int) and self.threshold >= 2
+        ):
+            raise InvalidOptionError(f"threshold={self.threshold!r}: an int >= 2 or None")
         encrypt = self.encrypt
         if isinstance(encrypt, str) and encrypt == "default":
             encrypt = "auto" if backend.name == "concrete" else None

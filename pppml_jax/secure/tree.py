@@ -28,9 +28,16 @@ from pppml_jax.secure.errors import (
 
 
 def is_real_dtype(dtype: np.dtype) -> bool:
-    """True for float and integer dtypes, including ``ml_dtypes`` floats such as bfloat16."""
-    if dtype.kind in "fiu":
+    """True for real floating dtypes, including ``ml_dtypes`` floats such as bfloat16.
+
+    Complex, integer, boolean and object dtypes are not: a weighted mean of integers is not an
+    integer (and would come back in another dtype), and a complex leaf would lose its
+    imaginary part.
+    """
+    if dtype.kind == "f":
         return True
+    if dtype.kind in "biucOSUmM":
+        return False
     try:
         ml_dtypes.finfo(dtype)
     except (TypeError, ValueError):
@@ -100,18 +107,31 @@ class FlatUpdates:
         return jax.tree_util.tree_unflatten(self.treedef, out)
 
 
+def _dtype_error(i: int, name: str, dtype: np.dtype) -> InvalidUpdateError:
+    if dtype.kind in "iu":
+        hint = "cast it to a float dtype, or leave integer state (step counters) out of updates"
+    elif dtype.kind == "c":
+        hint = "split it into real and imaginary leaves"
+    else:
+        hint = "only real floating-point arrays can be averaged"
+    return InvalidUpdateError(
+        f"updates[{i}] leaf {name!r} has dtype {dtype}; refusing to aggregate it ({hint})"
+    )
+
+
 def flatten_updates(updates: Sequence[Any]) -> FlatUpdates:
     """Validates client updates and flattens them to float64 leaves.
 
     Args:
       updates: list (one per client) of pytrees with one structure and the same leaf shapes;
-        leaves are real arrays (numpy or jax; float or integer dtypes).
+        leaves are real floating-point arrays (numpy or jax; float16/32/64, bfloat16...).
 
     Returns:
       A :class:`FlatUpdates`. The inputs are not modified (leaves are copied to float64).
 
     Raises:
-      InvalidUpdateError: ``updates`` is empty or a leaf is not a real numeric array.
+      InvalidUpdateError: ``updates`` is empty, holds no values at all, or a leaf is not a
+        real floating-point array (integer, complex and boolean leaves are refused).
       StructureMismatchError: structures or shapes differ between clients (names the client
         and leaf).
       NonFiniteUpdateError: a leaf holds NaN or an infinity (names the client, leaf, count).
@@ -131,11 +151,13 @@ def flatten_updates(updates: Sequence[Any]) -> FlatUpdates:
     for name, (_, leaf) in zip(names, ref_paths, strict=True):
         dtype = np.asarray(leaf).dtype
         if not is_real_dtype(dtype):
-            raise InvalidUpdateError(
-                f"updates[0] leaf {name!r} has dtype {dtype}; only real float or integer "
-                "arrays can be aggregated"
-            )
-        dtypes.append(np.dtype(np.float32) if dtype.kind in "iu" else dtype)
+            raise _dtype_error(0, name, dtype)
+        dtypes.append(dtype)
+    if sum(int(np.prod(s, dtype=np.int64)) for s in shapes) == 0:
+        raise InvalidUpdateError(
+            f"every leaf of the updates is empty (shapes {list(shapes)[:4]}...): nothing to "
+            "aggregate"
+        )
     all_leaves = []
     for i, update in enumerate(updates):
         leaves, tdef = jax.tree_util.tree_flatten(update)
@@ -153,10 +175,7 @@ def flatten_updates(updates: Sequence[Any]) -> FlatUpdates:
                     f"{shape}; every client must send leaves of the same shapes"
                 )
             if not is_real_dtype(arr.dtype):
-                raise InvalidUpdateError(
-                    f"updates[{i}] leaf {name!r} has dtype {arr.dtype}; only real float or "
-                    "integer arrays can be aggregated"
-                )
+                raise _dtype_error(i, name, arr.dtype)
             vec = arr.astype(np.float64).reshape(-1)
             bad = int(vec.size - np.count_nonzero(np.isfinite(vec)))
             if bad:

@@ -29,8 +29,12 @@ def random_tree(rng: np.random.Generator, shapes, scale: float = 0.3):
     return (rng.standard_normal(shapes) * scale).astype(np.float32)
 
 
-def weighted_mean(updates, weights, clip: float = 1.0):
-    """Independent float64 reference: ``sum_i p_i clip(u_i)`` as a list of leaves."""
+def weighted_mean(updates, weights, clip: float | None = None):
+    """Independent float64 reference: ``sum_i p_i clip(u_i)`` as a list of leaves.
+
+    ``clip=None`` (the protocol's default ``clip="auto"``) clips nothing.
+    """
+    clip = np.inf if clip is None else clip
     import jax
 
     w = np.asarray(weights, np.float64) / np.sum(weights)

@@ -7,6 +7,7 @@ import pytest
 from _secure_helpers import BACKEND_CASES
 
 import pppml_jax.secure as sec
+from pppml_jax.secure.backends import make_backend
 from pppml_jax.secure.backends.concrete import ConcreteSum
 
 
@@ -41,7 +42,7 @@ def test_info_states_parameters_and_security(aggregators, case):
 
 
 def test_bfv_refuses_a_sum_whose_noise_budget_is_spent():
-    backend = sec.make_backend("bfv", bits=16, max_parties=3)
+    backend = make_backend("bfv", bits=16, max_parties=3)
     secret, _ = backend.keygen()
     running = backend.encrypt(secret, np.ones(backend.slots, np.int64), first=False)
     with pytest.raises(sec.DecryptionError, match="noise budget"):
@@ -52,7 +53,7 @@ def test_bfv_refuses_a_sum_whose_noise_budget_is_spent():
 
 
 def test_ckks_refuses_a_value_it_cannot_round():
-    backend = sec.make_backend("ckks")
+    backend = make_backend("ckks")
     secret, _ = backend.keygen()
     ct = backend.encrypt(secret, np.full(backend.slots, 0.5), first=False)
     with pytest.raises(sec.DecryptionError, match="round exactly"):
@@ -60,7 +61,7 @@ def test_ckks_refuses_a_value_it_cannot_round():
 
 
 def test_concrete_refuses_a_sum_that_used_up_its_slack():
-    backend = sec.make_backend("concrete", bits=8, chunk_size=16, max_parties=3)
+    backend = make_backend("concrete", bits=8, chunk_size=16, max_parties=3)
     secret, _ = backend.keygen()
     values = np.arange(16) - 8
     running = backend.add(secret, None, backend.encrypt(secret, values, first=False))
@@ -95,4 +96,4 @@ def test_relay_material_holds_no_secret_key(aggregators):
 )
 def test_unsafe_or_unknown_parameters_are_refused(name, options):
     with pytest.raises(sec.InvalidOptionError):
-        sec.make_backend(name, **options)
+        make_backend(name, **options)

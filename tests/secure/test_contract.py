@@ -46,11 +46,11 @@ def test_weighted_mean_within_bound_and_exact(aggregators, case, n, shapes):
     rng = np.random.default_rng(100 + n)
     updates = [random_tree(rng, shapes) for _ in range(n)]
     weights = rng.integers(1, 50, n).tolist()
-    res = aggregators(case).aggregate(updates, weights, round_index=n)
+    res = aggregators(case).aggregate(updates, weights, round_index=n, clip=1.0)
 
     assert jax.tree_util.tree_structure(res.aggregate) == jax.tree_util.tree_structure(updates[0])
     got = _leaves(res.aggregate)
-    ref = weighted_mean(updates, weights)
+    ref = weighted_mean(updates, weights, clip=1.0)
     for g, r, u in zip(got, ref, _leaves(updates[0]), strict=True):
         assert g.shape == u.shape and g.dtype == u.dtype
         assert np.max(np.abs(g.astype(np.float64) - r), initial=0.0) <= res.stats.error_bound
@@ -69,7 +69,7 @@ def test_transcript_follows_the_ring(aggregators, case):
     rng = np.random.default_rng(1)
     n = 4
     updates = [random_tree(rng, SHAPES_B) for _ in range(n)]
-    res = aggregators(case).aggregate(updates, [1] * n, round_index=6)
+    res = aggregators(case).aggregate(updates, [1] * n, round_index=6, clip=1.0, pairwise=False)
     assert res.initiator == 6 % n
     ring = [(res.initiator + k) % n for k in range(n)]
     partial = [m for m in res.transcript if m.kind == "partial"]
@@ -109,7 +109,7 @@ def test_relay_sees_no_plaintext_and_no_secret_key(aggregators, case):
     n = 3
     updates = [random_tree(rng, SHAPES_A) for _ in range(n)]
     weights = [2, 3, 5]
-    res = agg.aggregate(updates, weights, round_index=0)
+    res = agg.aggregate(updates, weights, round_index=0, clip=1.0)
     payloads = [m.payload for m in res.transcript]
     (scale,) = res.stats.scales.values()
     (modulus,) = res.stats.moduli.values()
@@ -157,13 +157,14 @@ def test_wrong_sender_and_replayed_round_are_refused(aggregators, case):
     n = 4
     updates = [random_tree(rng, SHAPES_B) for _ in range(n)]
     old = agg.aggregate(updates, [1] * n, round_index=4)  # initiator 0: ring 0 1 2 3
+    partial = [m for m in old.transcript if m.kind == "partial"]
     # Round 5 (ring 1 2 3 0): client 3 expects message 1 from client 2. Message 2 of round 4
-    # was sent by client 2 too, so only its round is wrong.
+    # was sent by client 2 too, so only its round (and session) is wrong.
     with pytest.raises(sec.WrongRoundError, match="round 4, not 5"):
-        agg.aggregate(updates, [1] * n, round_index=5, faults=[sec.Inject(1, old.transcript[2])])
-    # Message 1 of round 4 comes from client 1: the wrong sender for that hop.
-    with pytest.raises(sec.WrongSenderError, match="from client 1, expected client 2"):
-        agg.aggregate(updates, [1] * n, round_index=5, faults=[sec.Inject(1, old.transcript[1])])
+        agg.aggregate(updates, [1] * n, round_index=5, faults=[sec.Inject(1, partial[2])])
+    # A message of this call from the wrong sender (message 0 of client 1 delivered at hop 2).
+    with pytest.raises(sec.WrongSenderError, match="from client 1, expected client 3"):
+        agg.aggregate(updates, [1] * n, round_index=5, faults=[sec.Inject(2, from_hop=0)])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -174,7 +175,10 @@ def test_dropout_reforms_ring_or_aborts(aggregators, case):
     updates = [random_tree(rng, SHAPES_A) for _ in range(n)]
     weights = [1, 2, 3, 4, 5]
     # Round 0: ring 0 1 2 3 4; client 3 goes offline before message 1 (it has not received).
-    res = agg.aggregate(updates, weights, round_index=0, faults=[sec.Dropout(client=3, hop=1)])
+    kw = {"pairwise": False}  # pairwise masks skip the dropout instead (test_pairwise.py)
+    res = agg.aggregate(
+        updates, weights, round_index=0, faults=[sec.Dropout(client=3, hop=1)], **kw
+    )
     survivors = [0, 1, 2, 4]
     assert res.stats.participants == tuple(survivors)
     assert res.stats.dropped == ((3, 0, 2),)  # noticed when message 2 was due to it
@@ -184,7 +188,12 @@ def test_dropout_reforms_ring_or_aborts(aggregators, case):
         assert np.max(np.abs(g - r)) <= res.stats.error_bound
     assert {m.attempt for m in res.transcript} == {0, 1}
 
-    with pytest.raises(sec.ClientDropoutError, match="client 3 went offline at hop 2"):
+    with pytest.raises(sec.ClientDropoutError, match="client 3 went offline at hop 1"):
         agg.aggregate(
-            updates, weights, round_index=0, on_dropout="abort", faults=[sec.Dropout(3, hop=1)]
+            updates,
+            weights,
+            round_index=1,
+            on_dropout="abort",
+            faults=[sec.Dropout(3, hop=1)],
+            **kw,
         )

@@ -12,6 +12,8 @@ from _secure_helpers import SHAPES_A, SHAPES_B, random_tree, weighted_mean
 from scipy import stats
 
 import pppml_jax.secure as sec
+from pppml_jax.secure import transcript
+from pppml_jax.secure.masking import seeded_source
 from pppml_jax.secure.messages import open_sealed, unpack_sections
 
 
@@ -28,11 +30,11 @@ def updates():
 # ------------------------------------------------------------------ refusals of bad input
 def test_two_party_ring_refused_unless_allowed(updates):
     with pytest.raises(sec.RingTooSmallError, match="allow_two_party"):
-        sec.cyclic_aggregate(updates[:2], [1, 1])
+        sec.cyclic_aggregate(updates[:2], [1, 1], round_index=0)
     with pytest.raises(sec.RingTooSmallError):
-        sec.cyclic_aggregate(updates[:1], [1])
+        sec.cyclic_aggregate(updates[:1], [1], round_index=0)
     with pytest.warns(sec.TwoPartyRingWarning, match="learn the other's update"):
-        res = sec.cyclic_aggregate(updates[:2], [1, 3], allow_two_party=True)
+        res = sec.cyclic_aggregate(updates[:2], [1, 3], allow_two_party=True, round_index=0)
     ref = weighted_mean(updates[:2], [1, 3])
     for g, r in zip(_leaves(res.aggregate), ref, strict=True):
         assert np.max(np.abs(g - r)) <= res.stats.error_bound
@@ -43,18 +45,18 @@ def test_non_finite_update_refused_naming_client_and_leaf(updates, bad):
     broken = copy.deepcopy(updates)
     broken[3]["params"]["Conv_0"]["bias"][1] = bad
     with pytest.raises(sec.NonFiniteUpdateError, match=r"updates\[3\] leaf 'params/Conv_0/bias'"):
-        sec.cyclic_aggregate(broken, [1] * 5)
+        sec.cyclic_aggregate(broken, [1] * 5, round_index=0)
 
 
 def test_mismatched_structure_or_shape_refused(updates):
     other = copy.deepcopy(updates)
     other[2]["params"]["extra"] = np.zeros(1, np.float32)
     with pytest.raises(sec.StructureMismatchError, match=r"updates\[2\]"):
-        sec.cyclic_aggregate(other, [1] * 5)
+        sec.cyclic_aggregate(other, [1] * 5, round_index=0)
     other = copy.deepcopy(updates)
     other[4]["params"]["Dense_0"]["kernel"] = np.zeros(6, np.float32)
     with pytest.raises(sec.StructureMismatchError, match="'params/Dense_0/kernel' has shape"):
-        sec.cyclic_aggregate(other, [1] * 5)
+        sec.cyclic_aggregate(other, [1] * 5, round_index=0)
     assert issubclass(sec.StructureMismatchError, ValueError)
 
 
@@ -63,7 +65,7 @@ def test_mismatched_structure_or_shape_refused(updates):
 )
 def test_bad_weights_refused(updates, weights):
     with pytest.raises(sec.InvalidUpdateError, match="weights"):
-        sec.cyclic_aggregate(updates, weights)
+        sec.cyclic_aggregate(updates, weights, round_index=0)
 
 
 @pytest.mark.parametrize(
@@ -83,13 +85,13 @@ def test_bad_weights_refused(updates, weights):
 )
 def test_invalid_options_refused(updates, options):
     with pytest.raises(sec.InvalidOptionError):
-        sec.cyclic_aggregate(updates, [1] * 5, **options)
+        sec.cyclic_aggregate(updates, [1] * 5, **options, round_index=0)
 
 
 def test_values_beyond_clip_are_clipped_and_counted_not_wrapped(updates):
     big = copy.deepcopy(updates)
     big[1]["params"]["Dense_0"]["kernel"][:] = [5.0, -7.0, 0.5, 2.0, 0.0]
-    res = sec.cyclic_aggregate(big, [1] * 5, clip=1.0, bits=16)
+    res = sec.cyclic_aggregate(big, [1] * 5, clip=1.0, bits=16, round_index=0)
     assert res.stats.clipped[1] == 3 and res.stats.clipped_total == 3
     ref = weighted_mean(big, [1] * 5, clip=1.0)
     for g, r in zip(_leaves(res.aggregate), ref, strict=True):
@@ -140,7 +142,7 @@ def test_running_sum_seen_by_a_hospital_is_uniform():
     seen = []
     for r in range(0, 30, 3):  # initiator 0 every time; the same update every time
         res = agg.aggregate(const, [1, 1, 1], round_index=r, clip=1.0)
-        seen.append(_residues(res.transcript[0], agg))
+        seen.append(_residues(transcript.message_from(res, sender=0), agg))
     counts = np.bincount(np.concatenate(seen), minlength=256)
     assert stats.chisquare(counts).pvalue > 1e-6
 
@@ -151,23 +153,34 @@ def test_relay_pads_hide_updates_from_the_relay():
     updates = [{"w": rng.uniform(-1, 1, 64).astype(np.float32)} for _ in range(4)]
     for pads in (False, True):
         agg = sec.SecureAggregator("plain")
-        res = agg.aggregate(updates, [1, 1, 1, 1], round_index=0, relay_pads=pads)
+        res = agg.aggregate(
+            updates, [1, 1, 1, 1], round_index=0, relay_pads=pads, pairwise=False, clip=1.0
+        )
         scale = res.stats.scales["masked"]
-        diff = np.mod(_residues(res.transcript[2], agg) - _residues(res.transcript[1], agg), 2**32)
+        two, one = (_residues(transcript.message_from(res, sender=k), agg) for k in (2, 1))
+        diff = np.mod(two - one, 2**32)
         q2 = np.mod(
             np.rint(updates[2]["w"].astype(np.float64) * scale * 0.25).astype(np.int64), 2**32
         )
         assert np.array_equal(diff, q2) == (not pads)
 
 
-def test_masks_are_fresh_unless_a_test_seed_is_given(updates):
+def test_masks_are_fresh_unless_the_private_test_hook_is_set(updates):
     agg = sec.SecureAggregator("plain")
-    a = agg.aggregate(updates, [1] * 5, round_index=0).transcript[0].payload
-    b = agg.aggregate(updates, [1] * 5, round_index=0).transcript[0].payload
-    assert a != b
-    c = agg.aggregate(updates, [1] * 5, round_index=0, mask_seed=5).transcript[0].payload
-    d = agg.aggregate(updates, [1] * 5, round_index=0, mask_seed=5).transcript[0].payload
-    assert c[:-32] == d[:-32]  # same body; the tag differs only if the key did (it does not)
+    kw = {"pairwise": False, "relay_pads": False}
+    a = transcript.message_from(agg.aggregate(updates, [1] * 5, round_index=0, **kw), sender=0)
+    b = transcript.message_from(agg.aggregate(updates, [1] * 5, round_index=5, **kw), sender=0)
+    assert transcript.relay_sections(a) != transcript.relay_sections(b)
+    agg._test_mask_source = seeded_source(5)
+    c = transcript.message_from(agg.aggregate(updates, [1] * 5, round_index=10, **kw), sender=0)
+    agg._test_mask_source = seeded_source(5)
+    d = transcript.message_from(agg.aggregate(updates, [1] * 5, round_index=15, **kw), sender=0)
+    assert transcript.relay_sections(c) == transcript.relay_sections(d)
+
+
+def test_mask_seed_cannot_come_from_options_or_a_config(updates):
+    with pytest.raises(sec.InvalidOptionError, match="mask_seed is no longer an option"):
+        sec.cyclic_aggregate(updates, [1] * 5, round_index=0, mask_seed=5)
 
 
 def test_result_is_deterministic_given_seed(updates):
@@ -204,10 +217,10 @@ def test_dropouts_that_leave_two_clients_are_refused():
     rng = np.random.default_rng(2)
     updates = [random_tree(rng, SHAPES_B) for _ in range(3)]
     with pytest.raises(sec.RingTooSmallError, match="after client 1 dropped out"):
-        sec.cyclic_aggregate(updates, [1, 1, 1], faults=[sec.Dropout(1)])
+        sec.cyclic_aggregate(updates, [1, 1, 1], faults=[sec.Dropout(1)], round_index=0)
     with pytest.warns(sec.TwoPartyRingWarning):
         res = sec.cyclic_aggregate(
-            updates, [1, 1, 1], faults=[sec.Dropout(1)], allow_two_party=True
+            updates, [1, 1, 1], faults=[sec.Dropout(1)], allow_two_party=True, round_index=0
         )
     assert res.stats.participants == (0, 2)
 
@@ -239,14 +252,16 @@ def test_key_rotation_and_stale_keys():
         agg.aggregate(updates, [1, 1, 1], round_index=5, faults=[sec.Inject(0, old.transcript[0])])
 
 
-def test_keys_are_reused_across_calls_with_the_same_options():
-    sec.clear_aggregator_cache()
+def test_an_aggregator_keeps_its_keys_and_each_call_of_the_function_makes_new_ones():
     rng = np.random.default_rng(4)
     updates = [random_tree(rng, SHAPES_B) for _ in range(3)]
-    a = sec.cyclic_aggregate(updates, [1, 1, 1], backend="bfv", round_index=0)
-    b = sec.cyclic_aggregate(updates, [1, 1, 1], backend="bfv", round_index=1, clip=2.0)
-    c = sec.cyclic_aggregate(updates, [1, 1, 1], backend="bfv", round_index=2, bits=24)
-    assert a.stats.key_id == b.stats.key_id != c.stats.key_id
+    agg = sec.SecureAggregator("bfv")
+    a = agg.aggregate(updates, [1, 1, 1], round_index=0)
+    b = agg.aggregate(updates, [1, 1, 1], round_index=1, clip=2.0)
+    assert a.stats.key_id == b.stats.key_id and a.stats.session != b.stats.session
+    c = sec.cyclic_aggregate(updates, [1, 1, 1], backend="bfv", round_index=0)
+    d = sec.cyclic_aggregate(updates, [1, 1, 1], backend="bfv", round_index=0)
+    assert len({a.stats.key_id, c.stats.key_id, d.stats.key_id}) == 3
 
 
 def test_lazy_imports():
@@ -257,7 +272,7 @@ def test_lazy_imports():
     code = (
         "import sys, numpy as np, pppml_jax as pj\n"
         "u=[{'w': np.ones(3, np.float32)}]*3\n"
-        "pj.secure.cyclic_aggregate(u, [1,1,1])\n"
+        "pj.secure.cyclic_aggregate(u, [1,1,1], round_index=0)\n"
         "assert 'tenseal' not in sys.modules and 'concrete' not in sys.modules\n"
         "pj.secure.SecureAggregator('bfv')\n"
         "assert 'tenseal' in sys.modules and 'concrete' not in sys.modules\n"
@@ -277,14 +292,14 @@ def test_jax_and_bfloat16_leaves_come_back_in_their_dtypes():
         }
         for _ in range(3)
     ]
-    res = sec.cyclic_aggregate(updates, [1, 2, 3])
+    res = sec.cyclic_aggregate(updates, [1, 2, 3], round_index=0)
     assert res.aggregate["a"].dtype == jnp.bfloat16 and res.aggregate["b"].dtype == np.float32
     ref = weighted_mean(updates, [1, 2, 3])
     got = [np.asarray(res.aggregate[k], np.float64) for k in ("a", "b")]
     for g, r in zip(got, ref, strict=True):
         assert np.max(np.abs(g - r)) <= res.stats.error_bound
     with pytest.raises(sec.InvalidUpdateError, match="dtype bool"):
-        sec.cyclic_aggregate([{"a": np.ones(2, bool)}] * 3, [1, 1, 1])
+        sec.cyclic_aggregate([{"a": np.ones(2, bool)}] * 3, [1, 1, 1], round_index=0)
 
 
 def test_library_failures_are_wrapped(monkeypatch, updates):
@@ -295,5 +310,5 @@ def test_library_failures_are_wrapped(monkeypatch, updates):
 
     monkeypatch.setattr(agg.backend, "encrypt", broken)
     with pytest.raises(sec.BackendError, match="library exploded") as info:
-        agg.aggregate(updates, [1] * 5)
+        agg.aggregate(updates, [1] * 5, round_index=0)
     assert isinstance(info.value.__cause__, RuntimeError)

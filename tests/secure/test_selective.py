@@ -100,7 +100,7 @@ def test_concrete_encrypts_first_and_last_layers_of_large_models():
     rng = np.random.default_rng(1)
     updates = [random_tree(rng, MODEL) for _ in range(3)]
     agg = sec.SecureAggregator("concrete", bits=10, chunk_size=32, max_parties=4)
-    res = agg.aggregate(updates, [1, 2, 3], auto_max_values=50)
+    res = agg.aggregate(updates, [1, 2, 3], auto_max_values=50, round_index=0)
     # first layer Conv_0 (4 + 36 values) and last layer Dense_0 (20 values)
     assert res.stats.encrypted_params == 60 and res.stats.masked_params == 18
     ref = weighted_mean(updates, [1, 2, 3])
@@ -112,8 +112,8 @@ def test_per_leaf_layout_costs_more_ciphertexts_but_gives_the_same_sum():
     rng = np.random.default_rng(2)
     updates = [random_tree(rng, MODEL) for _ in range(3)]
     agg = sec.SecureAggregator("bfv")
-    flat = agg.aggregate(updates, [1, 1, 1], layout="flat")
-    per_leaf = agg.aggregate(updates, [1, 1, 1], layout="per_leaf")
+    flat = agg.aggregate(updates, [1, 1, 1], layout="flat", round_index=0)
+    per_leaf = agg.aggregate(updates, [1, 1, 1], layout="per_leaf", round_index=1)
     assert per_leaf.stats.ring_bytes > 4 * flat.stats.ring_bytes  # 5 ciphertexts instead of 1
     for a, b in zip(_leaves(flat.aggregate), _leaves(per_leaf.aggregate), strict=True):
         np.testing.assert_array_equal(a, b)
