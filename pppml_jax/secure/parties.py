@@ -205,7 +205,7 @@ class Hospital:
                 f"{where}: got a {env.kind} message for {env.receiver!r} at hop {env.hop}; "
                 f"expected a {kind} message for {expected_receiver!r} at hop {hop}"
             )
-        if self.pair is not None and isinstance(sender, int):
+        if self.pair is not None and kind == "partial":  # a running sum from it: not dropped
             self.pair.heard_from.add(sender)
         return env
 
