@@ -33,6 +33,7 @@ from pppml_jax.algorithms.meta_gradient import (
     meta_gradient_stateful,
     perfedavg_step,
 )
+from pppml_jax.algorithms.partial import PersonalParams, fedbn, fedper, fedrep
 from pppml_jax.algorithms.personalize import personalize
 from pppml_jax.algorithms.registry import BUILTINS, make_algorithm
 from pppml_jax.algorithms.scaffold import scaffold
@@ -46,10 +47,14 @@ __all__ = [
     "Context",
     "ModelCarry",
     "PersonalModel",
+    "PersonalParams",
     "apply_mean_delta",
     "fedavg",
     "fedavg_step",
+    "fedbn",
+    "fedper",
     "fedprox",
+    "fedrep",
     "init_server_optimizer",
     "local",
     "loss_and_grad",
