@@ -7,10 +7,16 @@ import pytest
 from scipy import stats
 
 import pppml_jax.secure as sec
-from pppml_jax.secure.masking import uniform_mod
-from pppml_jax.secure.quantize import dequantize, error_bound, make_spec, quantize
 from pppml_jax.secure import masking
-from pppml_jax.secure.quantize import centered, to_residues
+from pppml_jax.secure.masking import uniform_mod
+from pppml_jax.secure.quantize import (
+    centered,
+    dequantize,
+    error_bound,
+    make_spec,
+    quantize,
+    to_residues,
+)
 
 
 @pytest.mark.parametrize("stochastic", [False, True])
