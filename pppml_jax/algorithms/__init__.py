@@ -26,6 +26,7 @@ from pppml_jax.algorithms.base import (
     start_model,
     step_model,
 )
+from pppml_jax.algorithms.ditto import DittoState, ditto
 from pppml_jax.algorithms.meta import perfedavg, pppml
 from pppml_jax.algorithms.meta_gradient import (
     VARIANTS,
@@ -45,10 +46,12 @@ __all__ = [
     "VARIANTS",
     "Algorithm",
     "Context",
+    "DittoState",
     "ModelCarry",
     "PersonalModel",
     "PersonalParams",
     "apply_mean_delta",
+    "ditto",
     "fedavg",
     "fedavg_step",
     "fedbn",
