@@ -14,6 +14,7 @@ The local steps (``fedavg_step``, ``perfedavg_step``, ``personalize``) are pure 
 ``(loss_fn, params, batches, hyper-parameters)``: no I/O, no loops over clients.
 """
 
+from pppml_jax.algorithms.apfl import ApflState, apfl
 from pppml_jax.algorithms.base import (
     Algorithm,
     Context,
@@ -45,11 +46,13 @@ __all__ = [
     "BUILTINS",
     "VARIANTS",
     "Algorithm",
+    "ApflState",
     "Context",
     "DittoState",
     "ModelCarry",
     "PersonalModel",
     "PersonalParams",
+    "apfl",
     "apply_mean_delta",
     "ditto",
     "fedavg",
