@@ -1,37 +1,31 @@
-"""The federated round: client sampling, vmap/loop over clients, aggregation, evaluation, state."""
+"""The federated round: client sampling, vmap/loop over clients, aggregation, evaluation, state.
 
-from pppml_jax.federation.aggregation import client_deltas, server_step, weighted_mean
+``run`` trains a federation in one call for any :class:`~pppml_jax.algorithms.Algorithm`;
+``Federation`` exposes the round, evaluation and state for finer control.
+"""
+
+from pppml_jax.federation.checkpoint import Checkpointer
 from pppml_jax.federation.clients import ClientBlock, stack_clients
-from pppml_jax.federation.config import ALGORITHMS, FederationConfig
-from pppml_jax.federation.engine import (
-    DEFAULT_SECURE,
-    Evaluation,
-    Federation,
-    RoundError,
-    RoundInfo,
-    resolve_execution,
-)
-from pppml_jax.federation.run import History, run
-from pppml_jax.federation.sampling import num_sampled, sample_clients
+from pppml_jax.federation.config import FederationConfig
+from pppml_jax.federation.engine import Federation
+from pppml_jax.federation.hparams import IgnoredOptionWarning
+from pppml_jax.federation.run import History, RoundRecord, run
 from pppml_jax.federation.state import FederationState
+from pppml_jax.federation.types import Evaluation, RoundError, RoundInfo, resolve_execution
 
 __all__ = [
-    "ALGORITHMS",
-    "DEFAULT_SECURE",
+    "Checkpointer",
     "ClientBlock",
     "Evaluation",
     "Federation",
     "FederationConfig",
     "FederationState",
     "History",
+    "IgnoredOptionWarning",
     "RoundError",
     "RoundInfo",
-    "client_deltas",
-    "num_sampled",
+    "RoundRecord",
     "resolve_execution",
     "run",
-    "sample_clients",
-    "server_step",
     "stack_clients",
-    "weighted_mean",
 ]

@@ -23,7 +23,7 @@ import jax
 
 from pppml_jax.federation.state import FederationState
 
-_ARRAY_FIELDS = ("params", "model_state", "server_opt_state", "client_params", "client_model_state")
+_ARRAY_FIELDS = ("params", "model_state", "server_state", "client_state", "client_model_state")
 MANIFEST = "manifest.json"
 
 
@@ -32,7 +32,7 @@ class CheckpointWarning(UserWarning):
 
 
 def _arrays(state: FederationState) -> dict:
-    return {f: getattr(state, f) for f in _ARRAY_FIELDS if getattr(state, f) is not None}
+    return {f: getattr(state, f) for f in _ARRAY_FIELDS if jax.tree.leaves(getattr(state, f))}
 
 
 def _digest(path: Path) -> str:

@@ -125,3 +125,50 @@ def stack_clients(
             out[k, : value.shape[0]] = value
         data[key] = out
     return ClientBlock(data, np.asarray(lengths, dtype=np.int32))
+
+
+def check_finite_data(block: ClientBlock, what: str) -> None:
+    """Raises ``ValueError`` naming the client, example and key of the first NaN or inf."""
+    for key, values in block.data.items():
+        if not np.issubdtype(values.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(values.reshape(values.shape[0], values.shape[1], -1)).all(axis=2)
+        bad &= block.mask
+        if bad.any():
+            k, i = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{what}[{k}][{key!r}] example {i} is not finite (NaN or inf); "
+                f"{int(bad.sum())} example(s) in all: clean or drop them before training"
+            )
+
+
+def as_client_block(
+    clients: Sequence[Mapping[str, np.ndarray]] | ClientBlock,
+    *,
+    what: str,
+    allow_empty: bool = False,
+    finite: bool = False,
+) -> ClientBlock:
+    """``clients`` as a :class:`ClientBlock` (stacked by :func:`stack_clients` if a list).
+
+    Args:
+      finite: refuse NaN or infinite values in real (unpadded) examples.
+
+    Raises:
+      ValueError: on one stacked dict instead of a list of per-client dicts (with the fix),
+        or anything :func:`stack_clients` refuses.
+    """
+    if isinstance(clients, Mapping):
+        raise ValueError(
+            f"{what} is one dict (keys {sorted(clients)}); pass a list with one dict per "
+            f"client, e.g. [{{k: v[i] for k, v in d.items()}} for i in range(num_clients)], "
+            "or a ClientBlock"
+        )
+    block = (
+        clients
+        if isinstance(clients, ClientBlock)
+        else stack_clients(clients, what=what, allow_empty=allow_empty)
+    )
+    if finite:
+        check_finite_data(block, what)
+    return block

@@ -8,9 +8,11 @@ from typing import Any
 
 import optax
 
+from pppml_jax.algorithms.base import Algorithm
 from pppml_jax.algorithms.meta_gradient import VARIANTS
+from pppml_jax.algorithms.registry import BUILTINS
 
-ALGORITHMS = ("local", "fedavg", "perfedavg", "pppml")
+ALGORITHMS = BUILTINS
 EXECUTIONS = ("auto", "vmap", "loop")
 MODEL_STATE_MODES = ("local", "average")
 DATA_PLACEMENTS = ("auto", "device", "host")
@@ -21,8 +23,10 @@ class FederationConfig:
     """Everything that defines a federated run apart from the model, loss and data.
 
     Attributes:
-      algorithm: "local" (each client trains alone), "fedavg", "perfedavg" or "pppml"
-        (Per-FedAvg whose aggregation runs through cyclic secure aggregation).
+      algorithm: an :class:`~pppml_jax.algorithms.Algorithm` value
+        (``pj.algorithms.ditto(lam=0.1)``) or the name of a built-in ("local", "fedavg",
+        "perfedavg", "pppml", "fedprox", ...; ``pj.algorithms.BUILTINS``). A name is built
+        with its defaults; "perfedavg" and "pppml" take ``variant`` and ``delta`` from here.
       rounds: number of communication rounds.
       local_steps: tau, local optimizer steps per client per round.
       batch_size: examples per batch.
@@ -69,7 +73,7 @@ class FederationConfig:
       seed: the one seed every random choice of the run derives from.
     """
 
-    algorithm: str = "fedavg"
+    algorithm: str | Algorithm = "fedavg"
     rounds: int = 10
     local_steps: int = 5
     batch_size: int = 16
@@ -102,9 +106,14 @@ class FederationConfig:
             if not cond:
                 raise ValueError(message)
 
+        def is_int(value) -> bool:  # a bool is not a count
+            return isinstance(value, int) and not isinstance(value, bool)
+
         need(
-            self.algorithm in ALGORITHMS,
-            f"algorithm={self.algorithm!r} is unknown; use one of {', '.join(ALGORITHMS)}",
+            isinstance(self.algorithm, Algorithm)
+            or (isinstance(self.algorithm, str) and self.algorithm in BUILTINS),
+            f"algorithm={self.algorithm!r} is unknown; use an Algorithm value "
+            f"(pj.algorithms.fedavg(), ...) or one of {', '.join(BUILTINS)}",
         )
         need(
             self.execution in EXECUTIONS,
@@ -127,24 +136,26 @@ class FederationConfig:
         for name in ("chunk_size", "devices"):
             value = getattr(self, name)
             need(
-                value is None or (isinstance(value, int) and value >= 1),
+                value is None or (is_int(value) and value >= 1),
                 f"{name}={value!r} must be None or an integer >= 1",
             )
         for name in ("rounds", "local_steps", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")
+            need(is_int(value) and value >= 1, f"{name}={value!r} must be an integer >= 1")
         need(
-            isinstance(self.personalize_steps, int) and self.personalize_steps >= 0,
+            is_int(self.personalize_steps) and self.personalize_steps >= 0,
             f"personalize_steps={self.personalize_steps!r} must be an integer >= 0",
         )
         for name in ("lr", "alpha", "beta", "delta", "server_lr"):
             value = getattr(self, name)
-            need(value is None or float(value) > 0, f"{name}={value!r} must be > 0")
+            need(
+                value is None
+                or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0),
+                f"{name}={value!r} must be a number > 0",
+            )
         cpr = self.clients_per_round
         need(
-            cpr is None
-            or (isinstance(cpr, int) and cpr >= 1)
-            or (isinstance(cpr, float) and 0 < cpr <= 1),
+            cpr is None or (is_int(cpr) and cpr >= 1) or (isinstance(cpr, float) and 0 < cpr <= 1),
             f"clients_per_round={cpr!r} must be None, an int >= 1 or a fraction in (0, 1]",
         )
         need(
@@ -157,14 +168,17 @@ class FederationConfig:
             self.secure is None or isinstance(self.secure, Mapping),
             f"secure={self.secure!r} must be None or a dict of cyclic_aggregate options",
         )
-        if self.algorithm == "local":
-            need(self.secure is None, "algorithm='local' sends nothing: drop the secure options")
-        need(isinstance(self.seed, int), f"seed={self.seed!r} must be an int")
+        need(is_int(self.seed), f"seed={self.seed!r} must be an int")
+
+    @property
+    def algorithm_name(self) -> str:
+        """The algorithm's name (of a value or a built-in's name)."""
+        return self.algorithm if isinstance(self.algorithm, str) else self.algorithm.name
 
     @property
     def is_meta(self) -> bool:
-        """True for Per-FedAvg-based algorithms (perfedavg, pppml)."""
-        return self.algorithm in ("perfedavg", "pppml")
+        """True for Per-FedAvg-based algorithms (perfedavg, pppml), by name."""
+        return self.algorithm_name in ("perfedavg", "pppml")
 
     @property
     def inner_lr(self) -> float:

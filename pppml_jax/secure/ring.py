@@ -214,7 +214,15 @@ def run_ring(
             hop_seconds: list[float] = []
             try:
                 means, positions, skipped = _one_attempt(
-                    att, hospitals, relay, mask_source, hop_seconds, dropped, publish, leaf_ranges
+                    att,
+                    hospitals,
+                    relay,
+                    mask_source,
+                    hop_seconds,
+                    dropped,
+                    publish,
+                    leaf_ranges,
+                    recover=on_dropout != "abort",
                 )
                 break
             except Offline as off:
@@ -304,8 +312,14 @@ def _one_attempt(
     dropped: list[tuple[int, int, int]],
     publish: Callable[[dict[str, np.ndarray], np.ndarray, float], bytes],
     leaf_ranges: np.ndarray,
+    *,
+    recover: bool = True,
 ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
     """One pass around the ring; raises ``Offline`` when a needed party is offline.
+
+    ``recover``: skip an offline hospital and remove its pairwise masks from the survivors'
+    shares (when a threshold is set and enough remain); False raises ``Offline`` instead
+    (``on_dropout="abort"``).
 
     Returns:
       ``(channel means, contributing positions, skipped clients)``.
@@ -325,7 +339,7 @@ def _one_attempt(
             relay.check_online(party, attempt=att.attempt, hop=position)
         except Offline as off:
             live = n - len(skipped) - 1
-            if not att.threshold or live < max(att.threshold, 3):
+            if not recover or not att.threshold or live < max(att.threshold, 3):
                 raise
             skipped.append(party)
             dropped.append((off.client, att.attempt, off.hop))

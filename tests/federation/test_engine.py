@@ -188,10 +188,15 @@ def test_local_sampling_trains_only_sampled_clients(logistic):
 
 def test_failed_round_leaves_state_usable(logistic):
     train, _, params = logistic
-    poisoned = [dict(c) for c in train]
-    poisoned[2] = {"x": np.full_like(train[2]["x"], np.inf), "y": train[2]["y"]}
+
+    # finite data (non-finite data is refused up front) whose gradient is -inf: log(0) * b
+    def loss(p, b):
+        return logistic_loss(p, b) + jnp.mean(jnp.log(b["flag"])) * p["b"]
+
+    flags = [np.full(len(c["y"]), 0.0 if k == 2 else 1.0, np.float32) for k, c in enumerate(train)]
+    poisoned = [{**c, "flag": f} for c, f in zip(train, flags, strict=True)]
     config = FederationConfig(algorithm="fedavg", local_steps=1)
-    bad = Federation(logistic_loss, poisoned, config)
+    bad = Federation(loss, poisoned, config)
     state = bad.init(params)
     before = jax.tree.map(np.array, state)
     with pytest.raises(RoundError, match=r"clients \[2\]"):
@@ -200,6 +205,51 @@ def test_failed_round_leaves_state_usable(logistic):
     good = Federation(logistic_loss, train, config)
     new, _ = good.round(state)
     assert new.round == 1
+
+
+def test_non_finite_training_data_is_refused_naming_client_and_example(logistic):
+    train, _, _ = logistic
+    poisoned = [dict(c) for c in train]
+    x = train[1]["x"].copy()
+    x[7, 3] = np.nan
+    poisoned[1] = {"x": x, "y": train[1]["y"]}
+    with pytest.raises(ValueError, match=r"clients\[1\]\['x'\] example 7 is not finite"):
+        Federation(logistic_loss, poisoned, FederationConfig())
+
+
+def test_one_stacked_dict_is_refused_with_the_fix(logistic):
+    train, _, _ = logistic
+    stacked = {
+        "x": np.stack([c["x"][:8] for c in train]),
+        "y": np.stack([c["y"][:8] for c in train]),
+    }
+    with pytest.raises(ValueError, match="one dict per client"):
+        Federation(logistic_loss, stacked, FederationConfig())
+
+
+def test_eval_fn_returning_a_scalar_is_refused(logistic):
+    train, test, params = logistic
+    mean_accuracy = lambda p, b: jnp.mean(logistic_accuracy(p, b))  # noqa: E731
+    fed = Federation(
+        logistic_loss, train, FederationConfig(), eval_fn=mean_accuracy, test_clients=test
+    )
+    with pytest.raises(ValueError, match=r"one value per example, shape \(16,\)"):
+        fed.init(params)
+
+
+def test_options_the_algorithm_ignores_are_warned_about(logistic):
+    train, _, _ = logistic
+    with pytest.warns(pj.federation.IgnoredOptionWarning, match="beta=0.3.*variant='hf'"):
+        Federation(
+            logistic_loss, train, FederationConfig(algorithm="fedavg", beta=0.3, variant="hf")
+        )
+    with pytest.warns(UserWarning, match="eval_fn was given without test_clients"):
+        Federation(logistic_loss, train, FederationConfig(), eval_fn=logistic_accuracy)
+
+
+def test_bools_are_not_counts():
+    with pytest.raises(ValueError, match="rounds=True must be an integer"):
+        FederationConfig(rounds=True)
 
 
 @pytest.mark.parametrize("execution", ["vmap", "loop"])

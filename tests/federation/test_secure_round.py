@@ -10,7 +10,7 @@ from conftest import logistic_loss, make_clients, max_abs_diff
 from pppml_jax import secure
 from pppml_jax.algorithms.client_update import make_client_update, perfedavg_rule
 from pppml_jax.federation import Federation, FederationConfig, RoundError
-from pppml_jax.federation.engine import _TRAIN_STREAM
+from pppml_jax.federation.schedule import TRAIN_STREAM
 
 TRAIN = make_clients([12, 30, 21, 45], seed=1)
 PARAMS = {"w": jnp.zeros(5, jnp.float32), "b": jnp.zeros((), jnp.float32)}
@@ -77,7 +77,7 @@ def test_a_reformed_ring_averages_the_remaining_clients():
         local_steps=COMMON["local_steps"],
         batch_size=COMMON["batch_size"],
     )
-    stream = jax.random.fold_in(fed.round_key(0), _TRAIN_STREAM)
+    stream = jax.random.fold_in(fed.schedule.round_key(0), TRAIN_STREAM)
     deltas, weights = [], []
     for k in (0, 2, 3):
         data = {name: jnp.asarray(v) for name, v in TRAIN[k].items()}
