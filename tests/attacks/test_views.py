@@ -10,9 +10,16 @@ from _settings import ATTACK
 
 from pppml_jax.attacks import Gradient, idlg
 from pppml_jax.attacks.scoring import noise_floor, scores
-from pppml_jax.attacks.views import VIEWS, _decrypt_as_hospital, _victim_message, party_views
+from pppml_jax.attacks.views import (
+    COLLUSION_VIEWS,
+    VIEWS,
+    collusion_views,
+    fresh_round,
+    hospital_integers,
+    party_views,
+)
 from pppml_jax.secure import SecureAggregator
-from pppml_jax.secure.tree import flatten_updates
+from pppml_jax.secure import transcript as tx
 
 CLIP = 4.0
 
@@ -22,24 +29,31 @@ def _flat(tree):
 
 
 @pytest.fixture(scope="module")
-def updates(tiny):
-    """Three clients, one image each: their gradients (all within the clip range)."""
+def four(tiny):
+    """Four clients, one image each: their gradients (all within the clip range)."""
     grad = jax.jit(Gradient(tiny.loss_fn))
     out = [
         jax.tree.map(np.asarray, grad(tiny.params, jnp.asarray(x), jnp.asarray(y)))
-        for x, y in zip(tiny.images[:3], tiny.labels[:3], strict=True)
+        for x, y in zip(tiny.images[:4], tiny.labels[:4], strict=True)
     ]
     assert max(np.abs(_flat(u)).max() for u in out) < CLIP
     return out
 
 
 @pytest.fixture(scope="module")
+def updates(four):
+    """The first three clients (the single-party views' ring)."""
+    return four[:3]
+
+
+@pytest.fixture(scope="module")
 def aggregators():
+    """One aggregator per backend for the whole module: every view takes a fresh round on it."""
     made = {}
 
     def get(name):
         if name not in made:
-            made[name] = SecureAggregator(name)
+            made[name] = SecureAggregator(name, record_pair_secrets=True)
         return made[name]
 
     return get
@@ -78,21 +92,38 @@ def test_each_view_holds_what_that_party_sees(updates, aggregators, backend):
 @pytest.mark.parametrize("backend", ["plain", "bfv"])
 def test_decrypted_running_sums_add_up_the_other_clients(updates, aggregators, backend):
     """What the successor and the initiator decrypt differs by sum_{k>=1} p_k u_k: checks the
-    decoder against the protocol (the mask cancels in the difference)."""
+    decoder against the protocol (the mask R cancels in the difference; pairwise masks are
+    off, since those of clients 1 and 2 cancel only against client 0's)."""
     agg = aggregators(backend)
     weights = [1.0, 1.0, 2.0]
-    res = agg.aggregate(updates, weights, round_index=0, clip=CLIP, encrypt=None)
-    flat = flatten_updates(updates)
-    first = _decrypt_as_hospital(agg, _victim_message(res.transcript, 0), flat.sizes)
-    last = next(m for m in res.transcript if m.kind == "partial" and m.hop == 2)
-    closing = _decrypt_as_hospital(agg, last, flat.sizes)
+    d = _flat(updates[0]).size
+    res = agg.aggregate(
+        updates, weights, round_index=fresh_round(agg, 0, 3), clip=CLIP, encrypt=None,
+        pairwise=False,
+    )  # fmt: skip
+    first = hospital_integers(agg, tx.message_from(res, sender=0), d)
+    closing = hospital_integers(agg, tx.message_from(res, sender=2), d)
     channel = "masked" if backend == "plain" else "encrypted"
     modulus = res.stats.moduli[channel]
     diff = np.mod(closing - first, modulus)
-    diff = np.where(diff > modulus // 2, diff - modulus, diff) / res.stats.scales[channel]
+    diff = np.where(diff > modulus // 2, diff - modulus, diff)
+    # q = S p u / range: in update units each client's rounding is at most range / (2 S p)
     p = np.asarray(weights) / sum(weights)
+    got = tx.to_update_units(diff, res, channel, 1.0, updates[0])
     expected = p[1] * _flat(updates[1]) + p[2] * _flat(updates[2])
-    np.testing.assert_allclose(diff, expected, atol=2 * 0.5 / res.stats.scales[channel] + 1e-12)
+    np.testing.assert_allclose(got, expected, atol=2 * 0.5 * CLIP / res.stats.scales[channel])
+
+
+def test_repeated_views_on_one_aggregator_take_fresh_rounds(updates, aggregators):
+    """A completed round index is refused (ReusedRoundError), so each call steps by n."""
+    agg = aggregators("plain")
+    first = party_views(updates, [1.0, 1.0, 1.0], victim=1, clip=CLIP, aggregator=agg)
+    again = party_views(updates, [1.0, 1.0, 1.0], victim=1, clip=CLIP, aggregator=agg)
+    assert first.round_index % 3 == again.round_index % 3 == 1
+    assert again.round_index > first.round_index
+    # fresh sessions: the successor's two readings share nothing
+    corr = np.corrcoef(_flat(first.views["next_client"]), _flat(again.views["next_client"]))
+    assert abs(corr[0, 1]) < 0.1
 
 
 def test_two_party_ring_leaks_the_other_update_exactly(updates, aggregators):
@@ -128,6 +159,54 @@ def test_masked_and_encrypted_views_stay_at_the_noise_floor(tiny, updates, aggre
             assert got["ssim"] <= floor["ssim"] + 0.05, (view, client, got, floor)
 
 
+@pytest.mark.parametrize("backend", ["plain", "bfv"])
+def test_collusion_isolates_the_update_without_pairwise_masks_and_nothing_with(
+    four, aggregators, backend
+):
+    """Relay plus one hospital and the two neighbours, on a ring of four (t = 3)."""
+    weights = [1.0, 2.0, 3.0, 4.0]
+    truth = _flat(four[1])
+    agg = aggregators(backend)
+    off = collusion_views(four, weights, victim=1, pairwise=False, clip=CLIP, aggregator=agg)
+    on = collusion_views(four, weights, victim=1, pairwise=True, clip=CLIP, aggregator=agg)
+    assert set(off.views) == set(on.views) == set(COLLUSION_VIEWS)
+    assert off.initiator == 0 and off.round_index % 4 == on.round_index % 4 == 0
+    assert on.coalitions == {"relay_plus_hospital": (2,), "colluding_neighbours": (0, 2)}
+    assert (off.pairwise, on.pairwise, on.threshold) == (False, True, 3)
+    for view in COLLUSION_VIEWS:
+        # masks off: the victim's quantised update (error at most range / (2 S p))
+        np.testing.assert_allclose(_flat(off.views[view]), truth, atol=1e-6)
+        assert off.diagnostics[view]["beyond_clip"] == 0.0
+        # masks on: its masks with the honest hospital(s) outside the coalition hide it
+        got = _flat(on.views[view])
+        assert abs(np.corrcoef(got, truth)[0, 1]) < 0.1, view
+        assert on.diagnostics[view]["beyond_clip"] > 0.5
+        assert on.diagnostics[view]["unknown_masks"] == (2 if view == "relay_plus_hospital" else 1)
+
+
+def test_collusion_views_reach_the_noise_floor_only_with_pairwise_masks(tiny, four, aggregators):
+    """iDLG on the two coalitions' views: the victim's image without pairwise masks, the
+    noise floor with them."""
+    agg = aggregators("bfv")
+    weights = [1.0, 1.0, 1.0, 1.0]
+    off = collusion_views(four, weights, victim=1, pairwise=False, clip=CLIP, aggregator=agg)
+    on = collusion_views(four, weights, victim=1, clip=CLIP, aggregator=agg)  # default: on
+    assert on.pairwise
+    truth = tiny.images[1]
+    floor = noise_floor(truth, draws=64, seed=1)
+
+    def attack(tree):
+        return idlg(tiny.loss_fn, tiny.params, tree, input_shape=tiny.input_shape,
+                    num_classes=tiny.num_classes, seed=0, **ATTACK)  # fmt: skip
+
+    rec = attack(off.views["colluding_neighbours"])
+    assert rec.label == int(tiny.labels[1]) and scores(rec.image, truth)["psnr"] >= 30.0
+    for view in COLLUSION_VIEWS:
+        got = scores(attack(on.views[view]).image, truth)
+        assert got["psnr"] <= floor["psnr"] + 1.0, (view, got, floor)
+        assert got["ssim"] <= floor["ssim"] + 0.05, (view, got, floor)
+
+
 def test_bad_arguments_are_refused(updates, aggregators):
     with pytest.raises(ValueError, match="at least two"):
         party_views(updates[:1], [1.0])
@@ -135,3 +214,7 @@ def test_bad_arguments_are_refused(updates, aggregators):
         party_views(updates, [1, 1, 1], victim=3, aggregator=aggregators("plain"))
     with pytest.raises(ValueError, match="observer=0"):
         party_views(updates, [1, 1, 1], observer=0, aggregator=aggregators("plain"))
+    with pytest.raises(ValueError, match="ring of 3"):
+        collusion_views(updates, [1, 1, 0], victim=0, aggregator=aggregators("plain"))
+    with pytest.raises(ValueError, match="hospital=0"):
+        collusion_views(updates, [1, 1, 1], victim=0, hospital=0, aggregator=aggregators("plain"))
