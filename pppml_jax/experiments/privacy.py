@@ -10,7 +10,9 @@ Three experiments, all on a LeNet with sigmoid activations (the iDLG reference n
 3. ``views``: n clients each hold one image and send its gradient; one real round of cyclic
    secure aggregation gives every party's view (:mod:`pppml_jax.attacks.views`), each
    attacked like a plain gradient; plus the two-client ring, where the other client recovers
-   the victim's update exactly.
+   the victim's update exactly; plus what two coalitions isolate in a second round (the
+   victim one place after the initiator, on a ring of at least 4): the relay with one
+   hospital, and the victim's two ring neighbours, each with pairwise masks on and off.
 
 :func:`evaluate` takes a config (:data:`~pppml_jax.experiments.privacy_config.DEFAULTS` shows
 every key) and returns a :class:`PrivacyReport`: the JSON-ready results and the images of the
@@ -58,6 +60,10 @@ VIEW_TITLES = {
     "aggregate": "every client: the aggregate of n clients",
     "aggregate_minus_own": "a client: aggregate minus its own update",
     "two_party_leak": "ring of 2: aggregate minus own update",
+    "relay_plus_hospital": "relay + one hospital, pairwise masks on",
+    "colluding_neighbours": "the victim's two neighbours, pairwise masks on",
+    "relay_plus_hospital_no_pairwise": "relay + one hospital, pairwise masks off",
+    "colluding_neighbours_no_pairwise": "the victim's two neighbours, pairwise masks off",
 }
 """What each view is, in the words of the results table."""
 

@@ -19,7 +19,7 @@ from pppml_jax.attacks.crops import Crops
 from pppml_jax.attacks.idlg import Reconstruction, idlg, idlg_update
 from pppml_jax.attacks.observations import Gradient, LocalUpdate
 from pppml_jax.attacks.scoring import noise_floor, psnr_score, scores, summarize
-from pppml_jax.attacks.views import party_views
+from pppml_jax.attacks.views import COLLUSION_VIEWS, collusion_views, party_views
 from pppml_jax.experiments.privacy_config import attack_options
 from pppml_jax.experiments.privacy_data import Problem, load_crops
 
@@ -46,6 +46,15 @@ def _record(rec: Reconstruction, truth: np.ndarray, label: int, floor: dict) -> 
         "iterations": int(sum(rec.iterations)),
         "floor_psnr": floor["psnr"],
         "floor_ssim": floor["ssim"],
+    }
+
+
+def _numeric(diagnostics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric facts of a view's diagnostics (the summary takes their medians)."""
+    return {
+        k: float(v)
+        for k, v in diagnostics.items()
+        if isinstance(v, (int, float, np.integer, np.floating))
     }
 
 
@@ -133,8 +142,47 @@ def run_local_update(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..
             "images": records}, figure  # fmt: skip
 
 
+PAIRWISE_BACKENDS = ("plain", "bfv")
+"""Backends whose ciphertexts carry pairwise masks (``ckks`` and ``concrete`` refuse them)."""
+
+COLLUSION_RING = 4
+"""Smallest ring for the coalition views: with 3 hospitals the victim's two neighbours are all
+the others (t = 2 of them rebuild every key, and the aggregate alone gives the victim away),
+so the coalition round uses ``max(views.clients, 4)`` clients, the extra ones holding crops of
+their own."""
+
+
+def _collusion_round(updates, weights, *, clip: float, aggregator, backend: str):
+    """The coalition views of victim 0 with pairwise masks on (where the backend carries them)
+    and off: view key -> (tree, diagnostics), and the round facts for the results."""
+    observed: dict[str, tuple[Any, dict]] = {}
+    facts: dict[str, Any] = {}
+    settings = [(True, ""), (False, "_no_pairwise")]
+    if backend not in PAIRWISE_BACKENDS:
+        settings = settings[1:]
+        facts["skipped"] = f"pairwise masks on: the {backend} backend cannot carry them"
+    for pairwise, suffix in settings:
+        cv = collusion_views(updates, weights, victim=0, pairwise=pairwise, clip=clip,
+                             aggregator=aggregator)  # fmt: skip
+        for view in COLLUSION_VIEWS:
+            observed[view + suffix] = (cv.views[view], cv.diagnostics[view])
+        facts.update(
+            clients=len(updates),
+            victim=cv.victim,
+            initiator=cv.initiator,
+            coalitions={k: list(v) for k, v in cv.coalitions.items()},
+        )
+        if pairwise:
+            facts["threshold"] = cv.threshold
+        facts.setdefault("clipped", 0)
+        facts["clipped"] += cv.clipped
+    return observed, facts
+
+
 def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None]):
-    """Experiment 3: every party's view of one round of CSA, and the two-client leak."""
+    """Experiment 3: every party's view of one round of CSA, the two-client leak, and what two
+    coalitions (relay plus one hospital, the victim's two neighbours) isolate with pairwise
+    masks on and off."""
     from pppml_jax.secure import SecureAggregator
 
     vc = cfg["views"]
@@ -152,19 +200,26 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
     draws = int(cfg["noise_floor"]["draws"])
     observe = jax.jit(Gradient(problem.loss_fn))
     start = time.perf_counter()
-    crops = load_crops(vc["dataset"], n * trials, cfg, seed=seed + 2)
-    aggregator = SecureAggregator(vc["backend"], **dict(vc["backend_options"] or {}))
+    ring = max(n, COLLUSION_RING)
+    ring_weights = weights + [float(np.mean(weights))] * (ring - n)
+    crops = load_crops(vc["dataset"], ring * trials, cfg, seed=seed + 2)
+    # record_pair_secrets: the coalition views play colluding hospitals (simulation only)
+    aggregator = SecureAggregator(
+        vc["backend"], record_pair_secrets=True, **dict(vc["backend_options"] or {})
+    )
     two_party = SecureAggregator("plain") if vc["two_party"] else None
     per_view: dict[str, list[dict]] = {}
     trial_out, figure = [], []
+    collusion: dict[str, Any] = {}
     for t in range(trials):
-        idx = list(range(t * n, (t + 1) * n))
+        idx = list(range(t * ring, (t + 1) * ring))
         images = [crops.images[i] for i in idx]
         labels = [int(crops.labels[i]) for i in idx]
-        updates = [
+        all_updates = [
             jax.tree.map(np.asarray, observe(problem.params, jnp.asarray(x), jnp.asarray(y)))
             for x, y in zip(images, labels, strict=True)
         ]
+        updates = all_updates[:n]
         pv = party_views(updates, weights, victim=0, clip=clip, aggregator=aggregator)
         observed = dict(pv.views)
         diagnostics = dict(pv.diagnostics)
@@ -172,6 +227,12 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
             leak = party_views(updates[:2], weights[:2], victim=0, clip=clip, aggregator=two_party)
             observed["two_party_leak"] = leak.views["aggregate_minus_own"]
             diagnostics["two_party_leak"] = leak.diagnostics["aggregate_minus_own"]
+        coalition_views, collusion = _collusion_round(
+            all_updates, ring_weights, clip=clip, aggregator=aggregator, backend=vc["backend"]
+        )
+        for view, (tree, facts) in coalition_views.items():
+            observed[view], diagnostics[view] = tree, facts
+        images = images[:n]
         floor = noise_floor(images[0], draws=draws, seed=seed + t)
         row = {"truth": images[0], "others": images[1:], "recs": {}}
         records = {}
@@ -182,7 +243,7 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
                 best = [psnr_score(rec.image, img) for img in images]
                 record["psnr_each_client"] = best
                 record["best_client"] = int(np.argmax(best))
-            record["diagnostics"] = diagnostics[view]
+            record["diagnostics"] = _numeric(diagnostics[view])
             records[view] = record
             per_view.setdefault(view, []).append(record)
             row["recs"][view] = (rec.image, record)
@@ -192,7 +253,7 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
             {
                 "sources": [crops.sources[i] for i in idx],
                 "labels": labels,
-                "clipped": pv.clipped,
+                "clipped": pv.clipped + collusion["clipped"],
                 "records": records,
             }
         )
@@ -220,6 +281,7 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
         "victim": pv.victim,
         "next_client": pv.next_client,
         "observer": pv.observer,
+        "collusion": {k: v for k, v in collusion.items() if k != "clipped"},
         "summary": summary,
         "diagnostics": parsed,
         "seconds": time.perf_counter() - start,

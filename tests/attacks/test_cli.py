@@ -40,19 +40,29 @@ def test_attack_command_writes_metrics_table_and_grids(tmp_path, capsys):
     assert len(ref["images"]) == 2 and ref["summary"]["label_accuracy"] == 1.0
     assert len(results["local_update"]["images"]) == 1
     views = results["views"]
+    coalitions = {"relay_plus_hospital", "colluding_neighbours"}
     assert set(views["summary"]) == {
-        "plain", "relay", "next_client", "aggregate", "aggregate_minus_own", "two_party_leak"
+        "plain", "relay", "next_client", "aggregate", "aggregate_minus_own", "two_party_leak",
+        *coalitions, *(f"{v}_no_pairwise" for v in coalitions),
+    }  # fmt: skip
+    assert views["collusion"]["clients"] == 4 and views["collusion"]["threshold"] == 3
+    assert views["collusion"]["coalitions"] == {
+        "relay_plus_hospital": [1], "colluding_neighbours": [3, 1]
     }  # fmt: skip
     assert views["trials"][0]["clipped"] == 0
-    for view in ("relay", "next_client"):  # nothing beats the noise floor by 3 dB
-        record = views["trials"][0]["records"][view]
-        assert record["psnr"] <= record["floor_psnr"] + 3.0
-    assert len(results["table"]) == 1 + 1 + 6
+    records = views["trials"][0]["records"]
+    for view in ("relay", "next_client", *coalitions):  # nothing beats the floor by 3 dB
+        assert records[view]["psnr"] <= records[view]["floor_psnr"] + 3.0, view
+    for view in coalitions:  # without pairwise masks the coalition holds the gradient itself
+        assert records[f"{view}_no_pairwise"]["label_correct"], view
+        assert records[f"{view}_no_pairwise"]["psnr"] > records[view]["floor_psnr"] + 10.0
+    assert len(results["table"]) == 1 + 1 + 10
     assert results["seconds"]["total"] > 0
     for name in ("views.png", "reference.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + 8 and "ring of 2" in table
+    assert table.count("\n") == 2 + 12 and "ring of 2" in table
+    assert "two neighbours, pairwise masks off" in table
     assert "wrote metrics.json" in capsys.readouterr().out
 
 
