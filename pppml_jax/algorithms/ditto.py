@@ -41,7 +41,7 @@ class DittoCarry(NamedTuple):
 
 def personal_step_size(ctx: Context) -> jax.Array:
     """``hp["personal_lr"]`` when the algorithm has one, else the local ``hp["lr"]``."""
-    return ctx.hp["personal_lr"] if "personal_lr" in ctx.hp else ctx.hp["lr"]
+    return ctx.hp.get("personal_lr", ctx.hp["lr"])
 
 
 def ditto(*, lam: float, lr: float | None = None, personal_lr: float | None = None) -> Algorithm:

@@ -75,6 +75,9 @@ def scaffold(*, lr: float | None = None) -> Algorithm:
     Args:
       lr: the local step size (None: the run's ``lr``).
 
+    References:
+      Karimireddy et al., ICML 2020, https://arxiv.org/abs/1910.06378
+
     Example:
       >>> hist = pj.federation.run(loss, params, clients, algorithm=pj.algorithms.scaffold())
     """
