@@ -81,14 +81,18 @@ def validate_faults(faults: Sequence[Fault], num_clients: int) -> tuple[Fault, .
                 )
             if isinstance(f, Tamper) and f.mode not in ("flip", "truncate"):
                 raise InvalidOptionError(f"Tamper mode={f.mode!r}: use 'flip' or 'truncate'")
-            if isinstance(f, Inject) and not isinstance(f.message, Message):
-                if f.message is not None or not (
-                    isinstance(f.from_hop, int) and 0 <= f.from_hop < f.hop
-                ):
-                    raise InvalidOptionError(
-                        "Inject needs message=<a pppml_jax.secure.Message> or from_hop=<an "
-                        "earlier hop of the same call>"
-                    )
+            # an Inject carries a Message, or replays an earlier hop of the same call
+            replays_earlier = (
+                isinstance(f, Inject)
+                and f.message is None
+                and isinstance(f.from_hop, int)
+                and 0 <= f.from_hop < f.hop
+            )
+            if isinstance(f, Inject) and not isinstance(f.message, Message) and not replays_earlier:
+                raise InvalidOptionError(
+                    "Inject needs message=<a pppml_jax.secure.Message> or from_hop=<an "
+                    "earlier hop of the same call>"
+                )
         else:
             raise InvalidOptionError(f"fault {f!r}: use pppml_jax.secure.Dropout, Tamper or Inject")
         if f.attempt < 0:
