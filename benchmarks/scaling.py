@@ -60,8 +60,11 @@ def worker(args) -> dict:
         logits = model.apply({"params": p}, batch["image"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
+    from pppml_jax.algorithms import make_algorithm
+
+    spec = json.loads(args.algorithm) if args.algorithm.startswith("{") else args.algorithm
     config = FederationConfig(
-        algorithm="fedavg",
+        algorithm=make_algorithm(spec),
         local_steps=5,
         batch_size=16,
         lr=0.05,
@@ -87,6 +90,7 @@ def worker(args) -> dict:
         "chunk": fed.chunk_size if args.execution == "vmap" else 1,
         "devices": len(jax.devices()),
         "execution": args.execution,
+        "algorithm": config.algorithm.name,
         "round_s": round_s,
         "clients_per_s": args.sampled / round_s,
         "first_round_s": first,
@@ -117,6 +121,12 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--execution", default="vmap")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--algorithm", default="fedavg", help="a built-in algorithm's name")
+    parser.add_argument(
+        "--stateful",
+        action="store_true",
+        help="fedavg against algorithms with per-client state (local, ditto, scaffold, apfl)",
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 clients, few settings")
     parser.add_argument("--gpu", action="store_true", help="one real device: chunks and sampled")
     parser.add_argument("--json", action="store_true")
@@ -127,6 +137,12 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     clients = 1_000 if args.quick else args.clients
     base = {"clients": clients, "examples": args.examples, "rounds": args.rounds}
+    if args.stateful:
+        plan = [
+            {"execution": "loop", "sampled": args.sampled, "algorithm": a}
+            for a in ("fedavg", "local", '{"name": "ditto", "lam": 0.1}', "scaffold", "apfl")
+        ]
+        return _run_plan(plan, base, args)
     if args.gpu:
         plan = [{"execution": "loop", "sampled": 100}]
         plan += [
@@ -153,15 +169,16 @@ def _run_plan(plan, base, args) -> int:
 
     results = []
     print(
-        f"{'execution':>9} {'devices':>7} {'chunk':>5} {'sampled':>7} {'s/round':>8} "
-        f"{'clients/s':>9} {'peak RSS MiB':>12} {'train RSS MiB':>13}"
+        f"{'algorithm':>9} {'execution':>9} {'devices':>7} {'chunk':>5} {'sampled':>7} "
+        f"{'s/round':>8} {'clients/s':>9} {'peak RSS MiB':>12} {'train RSS MiB':>13}"
     )
     for item in plan:
         r = spawn(**base, **item)
         results.append(r)
         print(
-            f"{r['execution']:>9} {r['devices']:>7} {r['chunk']:>5} {r['sampled']:>7} "
-            f"{r['round_s']:>8.2f} {r['clients_per_s']:>9.1f} {r['peak_rss_mb']:>12.0f} "
+            f"{r['algorithm']:>9} {r['execution']:>9} {r['devices']:>7} {r['chunk']:>5} "
+            f"{r['sampled']:>7} {r['round_s']:>8.2f} {r['clients_per_s']:>9.1f} "
+            f"{r['peak_rss_mb']:>12.0f} "
             f"{r['train_rss_mb']:>13.0f}",
             flush=True,
         )

@@ -128,18 +128,22 @@ def stack_clients(
 
 
 def check_finite_data(block: ClientBlock, what: str) -> None:
-    """Raises ``ValueError`` naming the client, example and key of the first NaN or inf."""
+    """Raises ``ValueError`` naming the client, example and key of the first NaN or inf.
+
+    Checks one client at a time, so the temporary memory is one client's data.
+    """
     for key, values in block.data.items():
         if not np.issubdtype(values.dtype, np.inexact):
             continue
-        bad = ~np.isfinite(values.reshape(values.shape[0], values.shape[1], -1)).all(axis=2)
-        bad &= block.mask
-        if bad.any():
-            k, i = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(
-                f"{what}[{k}][{key!r}] example {i} is not finite (NaN or inf); "
-                f"{int(bad.sum())} example(s) in all: clean or drop them before training"
-            )
+        for k in range(values.shape[0]):
+            rows = values[k, : block.num_examples[k]]
+            bad = ~np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(
+                    f"{what}[{k}][{key!r}] example {i} is not finite (NaN or inf); "
+                    f"{int(bad.sum())} example(s) of this client: clean or drop them first"
+                )
 
 
 def as_client_block(
@@ -172,3 +176,30 @@ def as_client_block(
     if finite:
         check_finite_data(block, what)
     return block
+
+
+def test_block(
+    test_clients: Sequence[Mapping[str, np.ndarray]] | ClientBlock,
+    num_clients: int,
+    eval_batch_size: int,
+) -> tuple[ClientBlock, int]:
+    """The test data as a block padded to a multiple of its evaluation chunk, and the chunk.
+
+    Raises:
+      ValueError: if the number of test splits differs from ``num_clients``.
+    """
+    block = as_client_block(test_clients, what="test_clients", allow_empty=True)
+    if block.num_clients != num_clients:
+        raise ValueError(
+            f"test_clients has {block.num_clients} clients but clients has {num_clients}; "
+            "give one test split per client"
+        )
+    chunk = min(eval_batch_size, block.capacity)
+    padded = -(-block.capacity // chunk) * chunk
+    if padded == block.capacity:
+        return block, chunk
+    extra = padded - block.capacity
+    data = {
+        k: np.pad(v, [(0, 0), (0, extra)] + [(0, 0)] * (v.ndim - 2)) for k, v in block.data.items()
+    }
+    return ClientBlock(data, block.num_examples), chunk

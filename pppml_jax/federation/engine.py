@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from pppml_jax.federation import client_store
-from pppml_jax.federation.clients import ClientBlock, as_client_block
+from pppml_jax.federation.clients import ClientBlock, as_client_block, test_block
 from pppml_jax.federation.config import FederationConfig
 from pppml_jax.federation.evaluation import Evaluator
 from pppml_jax.federation.hparams import context_factory, resolve
@@ -172,22 +172,10 @@ class Federation:
         self._eval_chunk = 1
         if test_clients is None:
             return None
-        block = as_client_block(test_clients, what="test_clients", allow_empty=True)
-        if block.num_clients != self.num_clients:
-            raise ValueError(
-                f"test_clients has {block.num_clients} clients but clients has "
-                f"{self.num_clients}; give one test split per client"
-            )
-        self._eval_chunk = min(self.config.eval_batch_size, block.capacity)
-        padded = -(-block.capacity // self._eval_chunk) * self._eval_chunk
-        if padded == block.capacity:
-            return block
-        extra = padded - block.capacity
-        data = {
-            k: np.pad(v, [(0, 0), (0, extra)] + [(0, 0)] * (v.ndim - 2))
-            for k, v in block.data.items()
-        }
-        return ClientBlock(data, block.num_examples)
+        block, self._eval_chunk = test_block(
+            test_clients, self.num_clients, self.config.eval_batch_size
+        )
+        return block
 
     # ----------------------------------------------------------------------------- state
     def init(self, params: Params, model_state=None) -> FederationState:
@@ -212,23 +200,9 @@ class Federation:
         client_ms = (
             client_store.stack_rows(to_host(model_state), k) if self.local_model_state else None
         )
-        self._check_eval_fn(params, model_state)
+        if self._eval is not None and self.test_block is not None:
+            self.evaluator.check_output(params, model_state, self.test_block)
         return FederationState(0, params, model_state, server_state, client_state, client_ms)
-
-    def _check_eval_fn(self, params, model_state) -> None:
-        """eval_fn must return one value per example: ``[B]`` for a batch of B."""
-        if self._eval is None or self.test_block is None:
-            return
-        chunk = self._eval_chunk
-        batch = {k: v[0, :chunk] for k, v in self.test_block.data.items()}
-        out = jax.eval_shape(self._eval, params, model_state, batch)
-        shape = getattr(out, "shape", None)
-        if shape != (chunk,):
-            raise ValueError(
-                f"eval_fn returned shape {shape} for a batch of {chunk} test examples; it must "
-                f"return one value per example, shape ({chunk},) (e.g. per-example accuracy, "
-                "not the batch mean)"
-            )
 
     def _shared(self, state: FederationState) -> Shared:
         return Shared(state.params, state.model_state, state.server_state)
@@ -333,36 +307,15 @@ class Federation:
 
     def _train_chunk(self, state, work, chunk: Chunk, collect: bool):
         """Trains one chunk of clients (a program per local step, or one for all of them)."""
-        batched = self.execution == "vmap"
-        shared, hp = self._shared(state), self._hp
-        rows = self._rows(state, chunk)
-        args = (chunk.data, chunk.counts, chunk.ids, chunk.keys)
-        if not self.step_programs:
-            return self.trainer.whole(
-                hp,
-                shared,
-                work,
-                rows,
-                *args,
-                chunk.weights,
-                gather=chunk.gather,
-                batched=batched,
-                collect=collect,
-            )
-        carry, bcast = self.trainer.init(hp, shared, rows, chunk.ids, batched=batched)
-        for t in range(self.config.local_steps):
-            carry = self.trainer.step(
-                hp,
-                carry,
-                bcast,
-                rows.state,
-                *args,
-                np.int32(t),
-                gather=chunk.gather,
-                batched=batched,
-            )
-        return self.trainer.finish(
-            hp, shared, work, carry, bcast, rows, chunk.weights, batched=batched, collect=collect
+        return self.trainer.train_chunk(
+            self._hp,
+            self._shared(state),
+            work,
+            self._rows(state, chunk),
+            chunk,
+            batched=self.execution == "vmap",
+            collect=collect,
+            step_programs=self.step_programs,
         )
 
     def _commit(self, state: FederationState, pending):
@@ -424,39 +377,11 @@ class Federation:
                     batched=batched,
                 )
             else:
-                g, p = self._evaluate_steps(ev, shared, rows, chunk, test)
+                g, p = ev.evaluate_steps(self._hp, shared, rows, chunk, test, batched=batched)
             pieces.append((len(chunk.real), g, p))
         g = np.concatenate([np.atleast_1d(to_host(g))[:n] for n, g, _ in pieces])
         p = np.concatenate([np.atleast_1d(to_host(p))[:n] for n, _, p in pieces])
         return Evaluation(g.astype(np.float64), p.astype(np.float64))
-
-    def _evaluate_steps(self, ev: Evaluator, shared, rows, chunk: Chunk, test: Chunk):
-        batched = self.execution == "vmap"
-        g, p, ms = ev.start(self._hp, shared, rows, chunk.ids, batched=batched)
-        metric = lambda m: ev.metric(  # noqa: E731
-            m, ms, test.data, test.counts, chunk.ids, gather=chunk.gather, batched=batched
-        )
-        base = metric(g)
-        if ev.same_model:
-            return base, base
-        return base, metric(self._adapt_steps(ev, p, ms, chunk))
-
-    def _adapt_steps(self, ev: Evaluator, params, ms, chunk: Chunk):
-        """The personalization steps of one chunk of clients, one compiled program per step."""
-        for t in range(ev.steps):
-            params = ev.adapt(
-                self._hp,
-                params,
-                ms,
-                chunk.data,
-                chunk.counts,
-                chunk.ids,
-                chunk.keys,
-                np.int32(t),
-                gather=chunk.gather,
-                batched=self.execution == "vmap",
-            )
-        return params
 
     def personalized_params(self, state: FederationState) -> Params:
         """``[K, ...]``: every client's personalized model, exactly as evaluate() adapts it.
@@ -473,7 +398,7 @@ class Federation:
             rows = self._rows(state, chunk)
             if self.step_programs:
                 _, params, ms = ev.start(self._hp, shared, rows, chunk.ids, batched=batched)
-                params = self._adapt_steps(ev, params, ms, chunk)
+                params = ev.adapt_steps(self._hp, params, ms, chunk, batched=batched)
             else:
                 params = ev.personalized(
                     self._hp,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pppml_jax.algorithms.base import Algorithm, Context
 from pppml_jax.algorithms.local_training import draw_batch
@@ -58,6 +59,23 @@ class Evaluator:
         self.metric = jax.jit(self._metric_rows, static_argnames=flags)
         self.adapt = jax.jit(self._adapt_rows, static_argnames=flags)
         self.personalized = jax.jit(self._personalized_rows, static_argnames=flags)
+
+    def check_output(self, params, model_state, block) -> None:
+        """Refuses an eval_fn that does not return one value per example (``[B]``).
+
+        Args:
+          block: the padded test :class:`ClientBlock`; its first chunk is traced, not run.
+        """
+        chunk = self.eval_chunk
+        batch = {k: v[0, :chunk] for k, v in block.data.items()}
+        out = jax.eval_shape(self.eval_fn, params, model_state, batch)
+        shape = getattr(out, "shape", None)
+        if shape != (chunk,):
+            raise ValueError(
+                f"eval_fn returned shape {shape} for a batch of {chunk} test examples; it must "
+                f"return one value per example, shape ({chunk},) (e.g. per-example accuracy, "
+                "not the batch mean)"
+            )
 
     def masked_metric(self, params, model_state, test_data, num_test):
         """Mean of eval_fn over the real test examples.
@@ -109,6 +127,31 @@ class Evaluator:
             return base, base
         p = self._personalized_one(ctx, shared, cs, ms, train, n_train, key)
         return base, self.masked_metric(p, model_state, test, n_test)
+
+    # ------------------------------------------------------------------ step programs
+    def evaluate_steps(self, hp, shared, rows, chunk, test, *, batched: bool):
+        """(global, personalized) metrics of a chunk, one compiled program per step."""
+        g, p, ms = self.start(hp, shared, rows, chunk.ids, batched=batched)
+
+        def metric(params):
+            return self.metric(
+                params, ms, test.data, test.counts, chunk.ids, gather=chunk.gather,
+                batched=batched,
+            )  # fmt: skip
+
+        base = metric(g)
+        if self.same_model:
+            return base, base
+        return base, metric(self.adapt_steps(hp, p, ms, chunk, batched=batched))
+
+    def adapt_steps(self, hp, params, model_state, chunk, *, batched: bool):
+        """The personalization steps of a chunk of clients, one compiled program per step."""
+        for t in range(self.steps):
+            params = self.adapt(
+                hp, params, model_state, chunk.data, chunk.counts, chunk.ids, chunk.keys,
+                np.int32(t), gather=chunk.gather, batched=batched,
+            )  # fmt: skip
+        return params
 
     # ------------------------------------------------------------------ rows of clients
     def _vmap(self, fn, ids, batched, *args):

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pppml_jax.algorithms.base import Algorithm, Context, model_delta
 from pppml_jax.algorithms.local_training import local_step, run_steps, start_client
-from pppml_jax.federation.aggregation import all_finite
 from pppml_jax.federation.types import ClientRows, Message, Shared
 
 
@@ -31,6 +31,12 @@ class Work(NamedTuple):
     weight: jax.Array  # [] float32: sum_i w_i
     loss: jax.Array  # [] float32: sum_i w_i * loss_i
     finite: jax.Array  # [] bool: every trained client's output is finite so far
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """``[]`` bool: every element of every leaf is finite (per client when vmapped)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def take(tree: Any, index: Any) -> Any:
@@ -210,6 +216,27 @@ class Trainer:
             hp, shared, work, rows, data, counts, ids, keys, weights, gather, batched
         )
         return self._finish(hp, shared, work, carry, bcast, rows, weights, batched, collect)
+
+    def train_chunk(self, hp, shared, work, rows, chunk, *, batched, collect, step_programs):
+        """Trains one chunk of clients: one program for all local steps, or one per step.
+
+        Returns ``(work, messages or None, new client rows, finite)`` like ``finish``.
+        """
+        args = (chunk.data, chunk.counts, chunk.ids, chunk.keys)
+        if not step_programs:
+            return self.whole(
+                hp, shared, work, rows, *args, chunk.weights, gather=chunk.gather,
+                batched=batched, collect=collect,
+            )  # fmt: skip
+        carry, bcast = self.init(hp, shared, rows, chunk.ids, batched=batched)
+        for t in range(self.local_steps):
+            carry = self.step(
+                hp, carry, bcast, rows.state, *args, np.int32(t), gather=chunk.gather,
+                batched=batched,
+            )  # fmt: skip
+        return self.finish(
+            hp, shared, work, carry, bcast, rows, chunk.weights, batched=batched, collect=collect
+        )
 
     def _server(self, hp, shared: Shared, work: Work, mean: Message | None = None) -> Shared:
         """The new server side from the round's sums (or the secure ring's mean)."""

@@ -288,8 +288,10 @@ def test_batchnorm_state_local_or_averaged(execution):
 
 def test_bad_inputs_are_refused(logistic):
     train, test, params = logistic
-    with pytest.raises(ValueError, match="algorithm='fedprox'"):
-        run(train, params, algorithm="fedprox")
+    with pytest.raises(ValueError, match="algorithm='fedsgd' is unknown"):
+        run(train, params, algorithm="fedsgd")
+    with pytest.raises(ValueError, match=r"'fedprox' has no option\(s\) \['m'\]"):
+        run(train, params, algorithm=pj.algorithms.make_algorithm({"name": "fedprox", "m": 1}))
     with pytest.raises(ValueError, match=r"lr=-0\.1"):
         run(train, params, lr=-0.1)
     with pytest.raises(ValueError, match="clients_per_round=0"):

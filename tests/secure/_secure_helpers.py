@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # Every backend configuration the contract tests run over. The slow backend gets tiny
-# parameters (REFERENCE.md 4: concrete is slow and memory-hungry).
+# parameters (docs/method.md 4: concrete is slow and memory-hungry).
 BACKEND_CASES = {
     "plain": {"backend": "plain"},
     "bfv": {"backend": "bfv"},
