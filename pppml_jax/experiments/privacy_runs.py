@@ -149,7 +149,7 @@ COLLUSION_RING = 4
 """Smallest ring for the coalition views: with 3 hospitals the victim's two neighbours are all
 the others (t = 2 of them rebuild every key, and the aggregate alone gives the victim away),
 so the coalition round uses ``max(views.clients, 4)`` clients, the extra ones holding crops of
-their own."""
+their own (drawn with seed ``seed + 3``)."""
 
 
 def _collusion_round(updates, weights, *, clip: float, aggregator, backend: str):
@@ -202,7 +202,10 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
     start = time.perf_counter()
     ring = max(n, COLLUSION_RING)
     ring_weights = weights + [float(np.mean(weights))] * (ring - n)
-    crops = load_crops(vc["dataset"], ring * trials, cfg, seed=seed + 2)
+    crops = load_crops(vc["dataset"], n * trials, cfg, seed=seed + 2)
+    # the coalition ring's extra hospitals hold crops of their own (a separate draw, so the
+    # single-party views attack the same images whatever the ring size)
+    extra = load_crops(vc["dataset"], (ring - n) * trials, cfg, seed=seed + 3) if ring > n else None
     # record_pair_secrets: the coalition views play colluding hospitals (simulation only)
     aggregator = SecureAggregator(
         vc["backend"], record_pair_secrets=True, **dict(vc["backend_options"] or {})
@@ -212,12 +215,16 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
     trial_out, figure = [], []
     collusion: dict[str, Any] = {}
     for t in range(trials):
-        idx = list(range(t * ring, (t + 1) * ring))
+        idx = list(range(t * n, (t + 1) * n))
         images = [crops.images[i] for i in idx]
         labels = [int(crops.labels[i]) for i in idx]
+        pairs = list(zip(images, labels, strict=True))
+        if extra is not None:
+            more = range(t * (ring - n), (t + 1) * (ring - n))
+            pairs += [(extra.images[i], int(extra.labels[i])) for i in more]
         all_updates = [
             jax.tree.map(np.asarray, observe(problem.params, jnp.asarray(x), jnp.asarray(y)))
-            for x, y in zip(images, labels, strict=True)
+            for x, y in pairs
         ]
         updates = all_updates[:n]
         pv = party_views(updates, weights, victim=0, clip=clip, aggregator=aggregator)
@@ -232,7 +239,6 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
         )
         for view, (tree, facts) in coalition_views.items():
             observed[view], diagnostics[view] = tree, facts
-        images = images[:n]
         floor = noise_floor(images[0], draws=draws, seed=seed + t)
         row = {"truth": images[0], "others": images[1:], "recs": {}}
         records = {}
@@ -252,6 +258,9 @@ def run_views(problem: Problem, cfg: Mapping[str, Any], emit: Callable[..., None
         trial_out.append(
             {
                 "sources": [crops.sources[i] for i in idx],
+                "coalition_ring_extra_sources": []
+                if extra is None
+                else [extra.sources[i] for i in range(t * (ring - n), (t + 1) * (ring - n))],
                 "labels": labels,
                 "clipped": pv.clipped + collusion["clipped"],
                 "records": records,
