@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from pppml_jax.cli import attack, bench, data, run
 
@@ -28,22 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
 def enable_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache for the command line.
 
-    Identical programs (local and fedavg share their client step, perfedavg and pppml theirs)
-    are then compiled once per machine, not once per algorithm and run. The directory is
-    ``$PPPML_COMPILATION_CACHE`` or ``~/.cache/pppml_jax/xla``; set it to an empty string to
-    disable. Library code never changes JAX's configuration: only this application does.
+    Identical programs (local and fedavg share their client step, perfedavg and pppml theirs;
+    runs that differ only in seeds or float hyper-parameters share all of them) are then
+    compiled once per machine, not once per algorithm and run. The directory is
+    ``$PPPML_COMPILATION_CACHE`` or ``pj.federation.default_cache_dir()``
+    (``<pppml cache>/xla``); set the variable to an empty string to disable. Library code
+    never changes JAX's configuration: only this application does.
     """
-    directory = os.environ.get(
-        "PPPML_COMPILATION_CACHE", str(Path.home() / ".cache" / "pppml_jax" / "xla")
-    )
-    if not directory:
-        return None
-    import jax
+    from pppml_jax.federation.compilation import enable_compilation_cache as enable
 
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return directory
+    directory = os.environ.get("PPPML_COMPILATION_CACHE")
+    if directory == "":
+        return None
+    return str(enable(directory))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 
 from pppml_jax.federation import client_store
 from pppml_jax.federation.clients import ClientBlock, as_client_block, test_block
+from pppml_jax.federation.compilation import algorithm_key, fingerprint, shared
 from pppml_jax.federation.config import FederationConfig
 from pppml_jax.federation.evaluation import Evaluator
 from pppml_jax.federation.hparams import context_factory, resolve
@@ -128,31 +129,63 @@ class Federation:
         self._hp = {k: np.float32(v) for k, v in self.hparams.items()}
         local_state = stateful and config.model_state_mode == "local"
         self.local_model_state = local_state
-        self.trainer = Trainer(
-            self.algorithm,
-            self._make_ctx,
-            local_steps=config.local_steps,
-            batch_size=config.batch_size,
-            batch_rng=config.batch_rng,
-            unroll=config.unroll,
-            local_model_state=local_state,
-            averages_state=stateful and config.model_state_mode == "average",
-        )
-        self.evaluator = Evaluator(
-            self.algorithm,
-            self._make_ctx,
-            self._eval,
-            eval_chunk=self._eval_chunk,
-            personalize_steps=config.personalize_steps,
-            batch_size=config.batch_size,
-            batch_rng=config.batch_rng,
-            local_model_state=local_state,
-        )
+        self.trainer, self.evaluator = self._programs(loss_fn, eval_fn, sampled, local_state)
         self._place_data()
         self._template = None
         self.secure = None
         if self.secure_options is not None:
             self.secure = SecureHook(self.secure_options, config.seed)
+
+    def _programs(self, loss_fn, eval_fn, sampled: int, local_state: bool):
+        """The Trainer and Evaluator, shared with every federation of equal static pieces.
+
+        Their keys hold what is baked into the compiled programs (the algorithm's functions,
+        the loss and metric, optimizer factories, integer and boolean options); seeds and
+        float hyper-parameters are arguments, so they are not part of the keys.
+        """
+        config = self.config
+        ctx_key = (
+            fingerprint(loss_fn),
+            self.stateful,
+            fingerprint(config.local_optimizer),
+            fingerprint(config.server_optimizer),
+            config.local_steps,
+            sampled / self.num_clients,
+            algorithm_key(self.algorithm),
+            config.batch_size,
+            config.batch_rng,
+            local_state,
+        )
+        averages = self.stateful and config.model_state_mode == "average"
+        trainer = shared(
+            "trainer",
+            (*ctx_key, config.unroll, averages),
+            lambda: Trainer(
+                self.algorithm,
+                self._make_ctx,
+                local_steps=config.local_steps,
+                batch_size=config.batch_size,
+                batch_rng=config.batch_rng,
+                unroll=config.unroll,
+                local_model_state=local_state,
+                averages_state=averages,
+            ),
+        )
+        evaluator = shared(
+            "evaluator",
+            (*ctx_key, fingerprint(eval_fn), self._eval_chunk, config.personalize_steps),
+            lambda: Evaluator(
+                self.algorithm,
+                self._make_ctx,
+                self._eval,
+                eval_chunk=self._eval_chunk,
+                personalize_steps=config.personalize_steps,
+                batch_size=config.batch_size,
+                batch_rng=config.batch_rng,
+                local_model_state=local_state,
+            ),
+        )
+        return trainer, evaluator
 
     def _place_data(self) -> None:
         placement = self.config.data_placement
@@ -178,12 +211,14 @@ class Federation:
         return block
 
     # ----------------------------------------------------------------------------- state
-    def init(self, params: Params, model_state=None) -> FederationState:
+    def init(self, params: Params, model_state=None, *, hp=None) -> FederationState:
         """The state before the first round.
 
         Args:
           params: the initial global model (every client starts from it).
           model_state: the initial model state (required when stateful, else must be None).
+          hp: the float hyper-parameters to initialize with (default: this federation's; a
+            sweep passes each run's).
         """
         if self.stateful and model_state is None:
             raise ValueError("stateful=True needs the initial model_state (e.g. batch_stats)")
@@ -192,7 +227,7 @@ class Federation:
         put = self.placement.put_replicated
         params = put(jax.tree.map(np.asarray, params))
         model_state = None if model_state is None else put(jax.tree.map(np.asarray, model_state))
-        ctx = self._make_ctx(self._hp)
+        ctx = self._make_ctx(self._hp if hp is None else hp)
         server_state = put(jax.tree.map(np.asarray, self.algorithm.init_server(ctx, params)))
         k = self.num_clients
         row = self.algorithm.init_client(ctx, params)

@@ -1,0 +1,191 @@
+"""Compile once, run many: the engine's compiled programs are shared between federations.
+
+A :class:`~pppml_jax.federation.engine.Federation` keeps its programs in a
+:class:`~pppml_jax.federation.training.Trainer` and an
+:class:`~pppml_jax.federation.evaluation.Evaluator`. Both hold only *static* pieces: the
+algorithm's functions, the loss and metric, the optimizers' factories and integer or boolean
+options. Seeds, learning rates and every other float hyper-parameter enter the programs as
+arguments (``hp``, key data). Two federations whose static pieces are structurally equal
+therefore get the same Trainer and Evaluator from :func:`shared` and run the same jitted
+programs: the second run with another seed or learning rate compiles nothing.
+
+"Structurally equal" (:func:`fingerprint`): functions compare by code, closure contents,
+defaults and module, recursively, so ``pj.algorithms.fedavg()`` built twice, a lambda defined
+in a loop, or ``model.apply`` bound twice are one key. Values compare with ``==`` when
+hashable and by identity otherwise (arrays captured by a loss are never hashed).
+
+Across processes, JAX's persistent compilation cache stores the compiled executables on disk:
+:func:`enable_compilation_cache` turns it on (the ``pppml`` command line does by default).
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import os
+import threading
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_MAX_DEPTH = 12
+_MAX_ENTRIES = 64
+_cache: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+_lock = threading.Lock()
+_ATOMS = (str, bytes, int, float, complex, bool, type(None), types.CodeType, type)
+
+
+def _function(fn: types.FunctionType, depth: int) -> tuple:
+    cells = ()
+    if fn.__closure__:
+        cells = tuple(_cell(c, depth) for c in fn.__closure__)
+    return (
+        "fn",
+        fn.__code__,
+        fn.__module__,
+        id(fn.__globals__),
+        fingerprint(fn.__defaults__, depth + 1),
+        fingerprint(fn.__kwdefaults__, depth + 1),
+        cells,
+    )
+
+
+def _cell(cell: Any, depth: int) -> Any:
+    try:
+        contents = cell.cell_contents
+    except ValueError:  # an empty cell (a name assigned after the closure was made)
+        return ("empty",)
+    return fingerprint(contents, depth + 1)
+
+
+def fingerprint(obj: Any, depth: int = 0) -> Any:
+    """A hashable value equal for structurally equal static pieces (module docstring).
+
+    Args:
+      obj: a function, a bound method, a ``functools.partial``, a (named) tuple, list or
+        mapping of such, or any value.
+      depth: the recursion depth reached (deeper objects compare by identity).
+
+    Returns:
+      Nested tuples of hashable atoms; identity (``("id", type, id)``) for unhashable
+      values. The cache entry that stores a key keeps the objects it names alive, so an id
+      in a stored key is never reused by another object.
+    """
+    if isinstance(obj, _ATOMS):
+        return (type(obj).__name__, obj)
+    if depth > _MAX_DEPTH:
+        return ("id", type(obj).__name__, id(obj))
+    if isinstance(obj, types.FunctionType):
+        return _function(obj, depth)
+    if inspect.ismethod(obj):
+        return (
+            "method",
+            fingerprint(obj.__func__, depth + 1),
+            fingerprint(obj.__self__, depth + 1),
+        )
+    if isinstance(obj, (tuple, list)):
+        return (type(obj), tuple(fingerprint(x, depth + 1) for x in obj))
+    if isinstance(obj, Mapping):
+        items = sorted(((repr(k), fingerprint(v, depth + 1)) for k, v in obj.items()), key=repr)
+        return (type(obj), tuple(items))
+    func = getattr(obj, "func", None)  # functools.partial and look-alikes
+    if func is not None and hasattr(obj, "args") and hasattr(obj, "keywords"):
+        return (
+            "partial",
+            fingerprint(func, depth + 1),
+            fingerprint(tuple(obj.args), depth + 1),
+            fingerprint(dict(obj.keywords), depth + 1),
+        )
+    try:
+        hash(obj)
+    except TypeError:
+        return ("id", type(obj).__name__, id(obj))
+    return ("value", type(obj), obj)
+
+
+def algorithm_key(algorithm: Any) -> tuple:
+    """The static part of an :class:`~pppml_jax.algorithms.Algorithm` value.
+
+    Every field but ``hparams`` (whose *values* are traced arguments; only their names are
+    static) and ``secure`` (options of the host-side ring, outside the compiled programs).
+    """
+    fields = algorithm._asdict()
+    names = tuple(sorted(fields.pop("hparams")))
+    fields.pop("secure")
+    return ("algorithm", names, fingerprint(fields))
+
+
+def shared(kind: str, key: tuple, build: Callable[[], T]) -> T:
+    """The object cached under ``(kind, key)``, built by ``build()`` on a miss.
+
+    The last 64 entries are kept (least recently used dropped first); each holds its jitted
+    programs and, through them, JAX's compiled executables.
+    """
+    full = (kind, key)
+    with _lock:
+        if full in _cache:
+            _cache.move_to_end(full)
+            return _cache[full]
+    value = build()
+    with _lock:
+        value = _cache.setdefault(full, value)
+        _cache.move_to_end(full)
+        while len(_cache) > _MAX_ENTRIES:
+            _cache.popitem(last=False)
+    return value
+
+
+def clear() -> None:
+    """Forgets every shared Trainer and Evaluator (their programs compile again when used)."""
+    with _lock:
+        _cache.clear()
+
+
+def cache_size() -> int:
+    """How many Trainers and Evaluators are shared now."""
+    with _lock:
+        return len(_cache)
+
+
+def default_cache_dir() -> Path:
+    """``pppml_jax.data.paths.cache_dir() / "xla"``: the one persistent cache location."""
+    from pppml_jax.data.paths import cache_dir
+
+    return cache_dir() / "xla"
+
+
+def enable_compilation_cache(
+    path: str | os.PathLike | None = None, *, min_compile_time_s: float = 0.5
+) -> Path:
+    """Turns on JAX's persistent compilation cache in this process.
+
+    Programs that take at least ``min_compile_time_s`` seconds to compile are written to
+    ``path`` and read back by later processes instead of being compiled again (same JAX
+    version, backend and program). Library code never calls this: the application decides.
+    May be called after programs were compiled; only later compilations are stored.
+
+    Args:
+      path: the cache directory (created); None: :func:`default_cache_dir`.
+      min_compile_time_s: programs compiling faster than this are not stored (seconds).
+
+    Returns:
+      The directory used.
+    """
+    import jax
+
+    directory = Path(path) if path is not None else default_cache_dir()
+    directory = directory.expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:  # a process that compiled before decided "no cache"; let it decide again
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+        pass
+    return directory
