@@ -23,6 +23,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pppml_jax.experiments.config_run import (
+    DivergenceConfig,
+    TrackingConfig,
+    parse_seeds,
+)
 from pppml_jax.experiments.config_schema import (
     ConfigError,
     check_value,
@@ -32,6 +37,7 @@ from pppml_jax.experiments.config_schema import (
     to_dict,
 )
 from pppml_jax.experiments.config_secure import SecureConfig, parse_secure
+from pppml_jax.experiments.config_tune import TuneConfig, check_tune, parse_tune
 from pppml_jax.experiments.config_yaml import apply_overrides, parse_override, read_config
 from pppml_jax.experiments.tasks import EMPTY_SCORES
 from pppml_jax.federation.config import FederationConfig
@@ -189,7 +195,7 @@ class ExperimentConfig:
 
     Attributes:
       name: a short name of the run (titles, the default output directory).
-      seed: the one seed of the run (data generation, initialisation, training).
+      seed: the first seed of the run (``seeds[0]``).
       data: the federation's data.
       model: the model.
       training: FederationConfig fields shared by every algorithm (only those the file sets;
@@ -197,6 +203,11 @@ class ExperimentConfig:
       algorithms: the algorithms run, in order; their labels are unique.
       overrides: per algorithm label, FederationConfig fields replacing ``training``'s.
       evaluation, report, checkpoint: the other sections.
+      seeds: every seed run (data split and generation, initialisation, batches, sampling);
+        ``seeds: 3`` in a file means ``(seed, seed + 1, seed + 2)``.
+      divergence: when a run counts as diverged (:class:`DivergenceConfig`).
+      tracking: TensorBoard / MLflow (:class:`TrackingConfig`).
+      tune: the validation search per algorithm (:class:`TuneConfig`), or None.
     """
 
     name: str
@@ -209,6 +220,10 @@ class ExperimentConfig:
     evaluation: EvaluationConfig
     report: ReportConfig
     checkpoint: CheckpointConfig
+    seeds: tuple[int, ...] = (0,)
+    divergence: DivergenceConfig = dataclasses.field(default_factory=DivergenceConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    tune: TuneConfig | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -229,8 +244,9 @@ class ExperimentConfig:
             fields["secure"] = fields["secure"].to_dict()
         return fields
 
-    def federation_config(self, label: str) -> FederationConfig:
-        """The :class:`FederationConfig` of the algorithm labelled ``label``.
+    def federation_config(self, label: str, seed: int | None = None) -> FederationConfig:
+        """The :class:`FederationConfig` of the algorithm labelled ``label`` (for ``seed``,
+        default the first seed).
 
         Raises:
           ConfigError: a field is out of range for this algorithm (named by its dotted key).
@@ -238,7 +254,8 @@ class ExperimentConfig:
         spec = self.algorithm(label)
         fields = self.federation_fields(label)
         try:
-            return FederationConfig(algorithm=spec.algorithm(), seed=self.seed, **fields)
+            seed = self.seed if seed is None else seed
+            return FederationConfig(algorithm=spec.algorithm(), seed=seed, **fields)
         except (TypeError, ValueError) as err:
             match = re.match(r"(\w+)=", str(err))
             field = match.group(1) if match else None
@@ -252,7 +269,19 @@ class ExperimentConfig:
         """The config as plain data (what a config file holding it would say)."""
         out = {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["algorithms"] = [spec.to_config() for spec in self.algorithms]
+        if self.tune is None:
+            del out["tune"]
         return out
+
+    def with_seeds(self, seeds: int | Sequence[int]) -> ExperimentConfig:
+        """This config run on ``seeds``: a count from :attr:`seed`, or a list.
+
+        Raises:
+          ConfigError: a bad count or list (as for ``seeds`` in a file).
+        """
+        count = isinstance(seeds, int) and not isinstance(seeds, bool)
+        parsed = parse_seeds(seeds if count else list(seeds), self.seed if count else None)
+        return dataclasses.replace(self, seed=parsed[0], seeds=parsed)
 
 
 def _federation_hints() -> dict[str, Any]:
@@ -374,13 +403,17 @@ def validate(config: Mapping[str, Any]) -> ExperimentConfig:
         if not isinstance(config.get(section), Mapping) or "name" not in config[section]:
             raise ConfigError(f"{section} must be a mapping with a 'name' (and optional 'options')")
     name = check_value(str, config.get("name", "experiment"), "name")
-    seed = check_value(int, config.get("seed", 0), "seed")
-    if seed < 0:
-        raise ConfigError(f"seed={seed!r} must be >= 0")
+    seed = config.get("seed")
+    if seed is not None:
+        seed = check_value(int, seed, "seed")
+        if seed < 0:
+            raise ConfigError(f"seed={seed!r} must be >= 0")
+    seeds = parse_seeds(config.get("seeds"), seed)
     algorithms = parse_algorithms(config.get("algorithms"))
     out = ExperimentConfig(
         name=name,
-        seed=seed,
+        seed=seeds[0],
+        seeds=seeds,
         data=parse(DataConfig, config["data"], "data"),
         model=parse(ModelConfig, config["model"], "model"),
         training=parse_training(config.get("training"), "training"),
@@ -389,9 +422,13 @@ def validate(config: Mapping[str, Any]) -> ExperimentConfig:
         evaluation=parse(EvaluationConfig, config.get("evaluation"), "evaluation"),
         report=parse(ReportConfig, config.get("report"), "report"),
         checkpoint=parse(CheckpointConfig, config.get("checkpoint"), "checkpoint"),
+        divergence=parse(DivergenceConfig, config.get("divergence"), "divergence"),
+        tracking=parse(TrackingConfig, config.get("tracking"), "tracking"),
+        tune=parse_tune(config.get("tune"), tuple(a.label for a in algorithms)),
     )
     for label in out.labels:
         out.federation_config(label)
+    check_tune(out)
     return out
 
 

@@ -1,9 +1,10 @@
 """A run's fingerprint, and the guard that keeps one output directory to one run.
 
 The fingerprint is the canonical JSON of everything that determines a run's results: the
-package version, the seed, the data, the model, the evaluation rule and, per algorithm label,
-the algorithm (name and options) and every field of its ``FederationConfig`` (secure options
-included), with its SHA-256. ``pppml run`` writes it to ``<out>/fingerprint.json``.
+package version, the seeds, the data, the model, the evaluation rule, the divergence guard,
+the tuning search and, per algorithm label, the algorithm (name and options) and every field
+of its ``FederationConfig`` (secure options included), with its SHA-256. ``pppml run``
+writes it to ``<out>/fingerprint.json``.
 
 :func:`prepare_run_dir` decides what may happen to an output directory before any data is
 read:
@@ -14,7 +15,10 @@ read:
   deletes the previous run's outputs (and only those) first;
 - ``resume``: continues the run recorded there, refused (naming the differing dotted keys)
   unless the fingerprints are equal, or differ only by larger ``rounds`` and ``extend`` is
-  given: a finished run is then extended by the extra rounds.
+  given: a finished run is then extended by the extra rounds, or by extra seeds (the old
+  seeds first, in order).
+
+Checkpoints are keyed per (algorithm label, seed) (:func:`checkpoint_key`).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from pppml_jax.experiments.jsonable import jsonable
 
 FILE = "fingerprint.json"
 RUN_OUTPUTS = (FILE, "results.json", "summary.md", "models", "checkpoints", "*.png")
+RUN_OUTPUTS += ("tuning.json", "tensorboard", "mlruns")
 """What ``pppml run`` writes into its output directory (``--overwrite`` deletes only these)."""
 EXTENSIBLE = "rounds"
-"""The one training field ``extend`` lets grow."""
+"""The one training field ``extend`` lets grow (and the list of ``seeds``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,22 +85,28 @@ def fingerprint(config: ExperimentConfig) -> Fingerprint:
 
     content = {
         "package_version": __version__,
-        "seed": config.seed,
+        "seeds": list(config.seeds),
         "data": to_dict(config.data),
         "model": to_dict(config.model),
         "evaluation": to_dict(config.evaluation),
+        "divergence": to_dict(config.divergence),
         "algorithms": {label: algorithm_content(config, label) for label in config.labels},
     }
+    if config.tune is not None:
+        content["tune"] = to_dict(config.tune)
     content = json.loads(canonical(content))
     return Fingerprint(content, digest(content))
 
 
-def checkpoint_key(config: ExperimentConfig, label: str) -> str:
-    """The hash a checkpoint of ``label`` records: its whole fingerprint except ``rounds``."""
-    content = fingerprint(config).content
+def checkpoint_key(config: ExperimentConfig, label: str, seed: int | None = None) -> str:
+    """The hash a checkpoint of ``label`` run with ``seed`` (default: the first) records: the
+    fingerprint of that one (label, seed) except ``rounds``."""
+    content = dict(fingerprint(config).content)
+    seeds = content.pop("seeds")
     algorithm = dict(content["algorithms"][label])
     algorithm["training"] = {k: v for k, v in algorithm["training"].items() if k != EXTENSIBLE}
-    return digest({**content, "algorithms": {label: algorithm}})
+    seed = seeds[0] if seed is None else seed
+    return digest({**content, "seed": seed, "algorithms": {label: algorithm}})
 
 
 def differences(old: Any, new: Any, path: str = "") -> list[str]:
@@ -136,13 +147,18 @@ def write(out_dir: Path, print_: Fingerprint) -> None:
 
 
 def _check_extension(old: Fingerprint, new: Fingerprint, keys: list[str]) -> str | None:
-    """None if ``keys`` are only grown ``rounds``, else why not."""
+    """None if ``keys`` are only grown ``rounds`` or ``seeds``, else why not."""
     for key in keys:
+        if key == "seeds":
+            before, after = old.content["seeds"], new.content["seeds"]
+            if after[: len(before)] != before:
+                return f"seeds {after} do not start with the run's seeds {before}"
+            continue
         parts = key.split(".")
         if not (
             len(parts) == 4 and parts[0] == "algorithms" and parts[2:] == ["training", EXTENSIBLE]
         ):
-            return f"{key} differs, and only training.rounds may change with --extend"
+            return f"{key} differs, and only training.rounds or seeds may grow with --extend"
         before = old.content["algorithms"][parts[1]]["training"][EXTENSIBLE]
         after = new.content["algorithms"][parts[1]]["training"][EXTENSIBLE]
         if after < before:

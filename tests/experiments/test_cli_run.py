@@ -1,4 +1,5 @@
-"""`pppml run` end to end on a shrunken config: outputs, determinism, kill and --resume."""
+"""`pppml run` end to end on a shrunken config over two seeds: outputs, intervals, TensorBoard
+event files, determinism, kill and --resume."""
 
 import json
 import os
@@ -14,13 +15,14 @@ import yaml
 CONFIG = {
     "name": "tiny",
     "seed": 3,
+    "seeds": 2,
     "data": {
         "name": "synthetic_chest_ct",
         "options": {"task": "segmentation", "profiles": "quickstart", "image_size": 32},
     },
     "model": {"name": "UNet2D", "options": {"features": 8, "levels": 2, "norm": "group"}},
     "training": {
-        "rounds": 8,
+        "rounds": 6,
         "local_steps": 2,
         "batch_size": 4,
         "lr": 0.01,
@@ -75,8 +77,16 @@ def test_run_writes_the_documented_outputs(setup):
     results = json.loads((whole / "results.json").read_text())
     assert results["task"] == "segmentation" and results["metric"] == "dice"
     assert set(results["runs"]) == {"fedavg", "pppml"}
+    assert results["seeds"] == [3, 4]
     for run in results["runs"].values():
-        assert [r["round"] for r in run["rounds"]] == list(range(1, 9))
+        assert [r["round"] for r in run["rounds"]] == list(range(1, 7))
+        assert run["seeds"] == [3, 4] and run["diverged"] == []
+        assert set(run["per_seed"]) == {"3", "4"}
+        stats = run["stats"]["mean_personalized"]
+        assert stats["n"] == 2 and stats["ci"][0] <= stats["mean"] <= stats["ci"][1]
+        assert stats["mean"] == pytest.approx(run["final"]["mean_personalized"])
+        per_seed = [run["per_seed"][s]["final"]["mean_personalized"] for s in ("3", "4")]
+        assert stats["mean"] == pytest.approx(sum(per_seed) / 2)
         assert all("seconds" in r for r in run["rounds"])
         final = run["final"]
         assert 0.0 <= final["mean_personalized"] <= 1.0
@@ -86,15 +96,21 @@ def test_run_writes_the_documented_outputs(setup):
     assert results["runs"]["pppml"]["rounds"][0]["secure"]["participants"] == [0, 1, 2, 3]
     for name in ("summary.md", "metric_per_round.png", "per_client.png", "examples.png"):
         assert (whole / name).stat().st_size > 0
-    assert (whole / "models" / "pppml.msgpack").stat().st_size > 0
-    assert "round   8/8" in out and "| **mean** |" in out
+    assert (whole / "models" / "pppml" / "seed-4.msgpack").stat().st_size > 0
+    assert {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]} == {
+        ("fedavg", "pppml", "global"),
+        ("fedavg", "pppml", "personalized"),
+    }
+    events = list((whole / "tensorboard" / "pppml" / "seed-4").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert "round   6/6" in out and "| **mean** |" in out and " ± " in out
 
 
 def test_killed_run_resumes_to_the_same_results(setup):
     root, config, cache, whole, _ = setup
     out_dir = root / "killed"
     proc = pppml(["run", str(config), "--out", str(out_dir)], cache)
-    target = out_dir / "checkpoints" / "pppml"
+    target = out_dir / "checkpoints" / "pppml" / "seed-3"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         steps = [p for p in target.glob("*") if p.name.isdigit()] if target.exists() else []
@@ -107,12 +123,13 @@ def test_killed_run_resumes_to_the_same_results(setup):
     resumed = pppml(["run", str(config), "--out", str(out_dir), "--resume"], cache)
     out, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, out
-    assert "pppml: resuming after round" in out and "fedavg: resuming after round 8" in out
+    assert "pppml (seed 3): resuming after round" in out
+    assert "fedavg (seed 3): resuming after round 6" in out
     a = json.loads((whole / "results.json").read_text())
     b = json.loads((out_dir / "results.json").read_text())
     assert without_timings(a["runs"]) == without_timings(b["runs"])
     for name in ("fedavg", "pppml"):
-        model = Path("models") / f"{name}.msgpack"
+        model = Path("models") / name / "seed-4.msgpack"
         assert (whole / model).read_bytes() == (out_dir / model).read_bytes()
 
 

@@ -45,7 +45,8 @@ def test_the_fingerprint_covers_data_model_algorithms_secure_and_version(monkeyp
     cases = {
         "data.options.profiles": config(data__options__profiles="paper_thickness"),
         "model.options.features": config(model__options__features=8),
-        "seed": config(seed=2),
+        "seeds": config(seed=2),
+        "divergence.factor": config(divergence={"factor": 10.0}),
         "algorithms.fedavg.training.lr": config(training__lr=0.02),
         "algorithms.fedavg.training.secure": config(training__secure={"backend": "plain"}),
     }
@@ -96,7 +97,7 @@ def test_a_used_out_needs_resume_or_overwrite_and_a_file_is_refused(tmp_path):
     prepare_run_dir(out, config(seed=5), overwrite=True)
     assert not (out / "models").exists() and not (out / "results.json").exists()
     assert (out / "notes.txt").read_text() == "mine"  # not a run output: kept
-    assert json.loads((out / "fingerprint.json").read_text())["content"]["seed"] == 5
+    assert json.loads((out / "fingerprint.json").read_text())["content"]["seeds"] == [5]
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a directory"):
@@ -154,5 +155,26 @@ def test_extending_a_finished_run_equals_training_longer(tmp_path):
         )
     direct = run_experiment(config(training__rounds=3), tmp_path / "b")
     assert strip(extended["runs"]["fedavg"]["rounds"]) == strip(direct["runs"]["fedavg"]["rounds"])
-    model = "models/fedavg.msgpack"
+    model = "models/fedavg/seed-1.msgpack"
     assert (tmp_path / "a" / model).read_bytes() == (tmp_path / "b" / model).read_bytes()
+
+
+def test_extend_adds_seeds_after_the_runs_own(tmp_path):
+    out = tmp_path / "run"
+    prepare_run_dir(out, config(seeds=2))  # seeds 1, 2
+    with pytest.raises(ConfigError, match=r"seeds differs|add --extend"):
+        prepare_run_dir(out, config(seeds=3), resume=True)
+    with pytest.raises(ConfigError, match=r"do not start with the run's seeds \[1, 2\]"):
+        prepare_run_dir(out, config(seeds=[1, 5]), resume=True, extend=True)
+    prepare_run_dir(out, config(seeds=3), resume=True, extend=True)
+    saved = json.loads((out / "fingerprint.json").read_text())
+    assert saved["content"]["seeds"] == [1, 2, 3]
+
+
+def test_checkpoint_keys_differ_by_seed_and_ignore_the_other_seeds():
+    from pppml_jax.experiments.fingerprint import checkpoint_key
+
+    two, three = config(seeds=2), config(seeds=3)
+    assert checkpoint_key(two, "fedavg", 1) != checkpoint_key(two, "fedavg", 2)
+    assert checkpoint_key(two, "fedavg", 2) == checkpoint_key(three, "fedavg", 2)
+    assert checkpoint_key(config(), "fedavg") == checkpoint_key(three, "fedavg", 1)
