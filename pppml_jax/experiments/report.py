@@ -157,10 +157,15 @@ def plot_clients(results: dict[str, Any], path: Path) -> None:
         per_client = results["runs"][algorithm]["final"]["per_client"]
         values = [per_client[n]["personalized"] for n in names]
         values = [np.nan if v is None else v for v in values]
+        stats = results["runs"][algorithm].get("stats", {}).get("per_client", {})
+        errors = [stats.get(n, {}).get("personalized", {}).get("half_width") for n in names]
+        errors = [0.0 if e is None else e for e in errors]
         ax.bar(
             np.arange(len(names)) + (j - (len(algorithms) - 1) / 2) * width,
             values,
             width,
+            yerr=errors if any(errors) else None,  # the 95% interval over seeds
+            capsize=2,
             color=COLORS.get(algorithm),
             label=algorithm,
         )
