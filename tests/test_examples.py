@@ -5,6 +5,7 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -63,3 +64,20 @@ def test_package_ships_its_type_hints():
     root = EXAMPLES.parent
     assert (root / "pppml_jax" / "py.typed").is_file()
     assert 'pppml_jax = ["py.typed"]' in (root / "pyproject.toml").read_text()
+
+
+def test_readme_python_snippet_runs_as_written(capsys):
+    """The README's short version executes unchanged and its numbers are what it says."""
+    text = (EXAMPLES.parent / "README.md").read_text()
+    start = text.index("The short version (runs as written):")
+    block = text[
+        text.index("```python", start) + len("```python") : text.index("```\n", start + 40)
+    ]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    res, updates = namespace["res"], namespace["updates"]
+    weights = np.array([40.0, 80.0, 60.0])
+    expected = sum(w * u["w"] for w, u in zip(weights, updates, strict=True)) / weights.sum()
+    assert np.abs(res.aggregate["w"] - expected).max() <= res.stats.error_bound
+    assert namespace["hist"].rounds[-1].round == 2
+    assert capsys.readouterr().out.count("\n") >= 2

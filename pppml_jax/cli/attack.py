@@ -22,6 +22,10 @@ VIEW_COLUMNS = (
     ("aggregate", "aggregate\n(n clients)"),
     ("aggregate_minus_own", "aggregate\nminus own"),
     ("two_party_leak", "ring of 2\nleak"),
+    ("relay_plus_hospital", "relay + 1 hosp.\n(pairwise masks)"),
+    ("colluding_neighbours", "2 neighbours\n(pairwise masks)"),
+    ("relay_plus_hospital_no_pairwise", "relay + 1 hosp.\n(no masks)"),
+    ("colluding_neighbours_no_pairwise", "2 neighbours\n(no masks)"),
 )
 
 
