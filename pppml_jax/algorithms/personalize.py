@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 
 from pppml_jax.algorithms._tree import tree_axpy
 from pppml_jax.typing import Batch, LossFn, Params
@@ -34,8 +35,15 @@ def personalize(
       The personalized parameters, with the structure and dtypes of ``params``.
 
     Raises:
+      TypeError: if ``steps`` is traced (not static under ``jax.jit``) or not an int.
       ValueError: if ``steps`` is negative or a sequence of batches has the wrong length.
     """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):  # a tracer is not
+        raise TypeError(
+            f"steps={steps!r} must be a static Python int (it sets how many steps are traced); "
+            "under jax.jit mark it static: jax.jit(pj.personalize, "
+            "static_argnames=('loss_fn', 'steps'))"
+        )
     if steps < 0:
         raise ValueError(f"steps={steps} must be >= 0")
     if isinstance(batch, (list, tuple)):

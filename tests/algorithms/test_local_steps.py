@@ -219,3 +219,12 @@ def test_personalize_zero_steps_and_batch_sequences(quad):
         pj.personalize(quad_loss, w, [da], alpha=0.1, steps=2)
     with pytest.raises(ValueError, match="steps=-1"):
         pj.personalize(quad_loss, w, da, alpha=0.1, steps=-1)
+
+
+def test_personalize_with_traced_steps_says_steps_must_be_static():
+    loss = lambda w, b: 0.5 * jnp.sum((w - b) ** 2)  # noqa: E731
+    w, b = jnp.zeros(2), jnp.ones(2)
+    with pytest.raises(TypeError, match="static_argnames=\\('loss_fn', 'steps'\\)"):
+        jax.jit(lambda s: pj.personalize(loss, w, b, alpha=0.1, steps=s))(2)
+    step = jax.jit(pj.personalize, static_argnames=("loss_fn", "steps"))
+    np.testing.assert_allclose(step(loss, w, b, alpha=0.5, steps=2), [0.75, 0.75], rtol=1e-6)
