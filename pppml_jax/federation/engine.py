@@ -127,6 +127,8 @@ class Federation:
         )
         self._make_ctx = context_factory(config, self._loss, sampled / self.num_clients)
         self._hp = {k: np.float32(v) for k, v in self.hparams.items()}
+        # loop execution calls its programs many times a round: send hp to the device once
+        self._hp_args = jax.device_put(self._hp) if not batched else self._hp
         local_state = stateful and config.model_state_mode == "local"
         self.local_model_state = local_state
         self.trainer, self.evaluator = self._programs(loss_fn, eval_fn, sampled, local_state)
@@ -245,6 +247,8 @@ class Federation:
     def _rows(self, state: FederationState, chunk: Chunk) -> ClientRows:
         """The client-store rows of a chunk, on the device."""
         cs, ms = state.client_state, state.client_model_state
+        if cs is None and ms is None:  # nothing per client (FedAvg): no transfer at all
+            return ClientRows(None, None)
         if self.execution == "loop":
             k = int(chunk.real[0])
             return jax.device_put(ClientRows(client_store.row(cs, k), client_store.row(ms, k)))
@@ -289,7 +293,7 @@ class Federation:
         template = self._message_template(state)
         ids = self.sampled_clients(r)
         key_data = self.schedule.client_keys(r, TRAIN_STREAM, ids)
-        shared, hp = self._shared(state), self._hp
+        shared, hp = self._shared(state), self._hp_args
         secure_stats, pending = None, []
         one_chunk = self.execution == "vmap" and len(ids) <= self.chunk_size
         if one_chunk and self.secure_options is None and not self.step_programs:
@@ -320,8 +324,9 @@ class Federation:
                     host = to_host(messages)
                     n = len(chunk.real)
                     collected += [jax.tree.map(lambda x, j=j: x[j], host) for j in range(n)]
-            finite = np.concatenate([np.atleast_1d(to_host(f))[: len(real)] for real, f in flags])
-            self._check_finite(r, ids, finite)
+            if not bool(to_host(work.finite)):  # one sync; per-client flags only on failure
+                finite = [np.atleast_1d(to_host(f))[: len(real)] for real, f in flags]
+                self._check_finite(r, ids, np.concatenate(finite))
             loss = work.loss / work.weight
             mean = None
             if collect:
@@ -343,7 +348,7 @@ class Federation:
     def _train_chunk(self, state, work, chunk: Chunk, collect: bool):
         """Trains one chunk of clients (a program per local step, or one for all of them)."""
         return self.trainer.train_chunk(
-            self._hp,
+            self._hp_args,
             self._shared(state),
             work,
             self._rows(state, chunk),
@@ -392,7 +397,7 @@ class Federation:
         ids = np.arange(self.num_clients)
         key_data = self.schedule.client_keys(int(state.round), EVAL_STREAM, ids)
         batched = self.execution == "vmap"
-        shared, hp = self._shared(state), self._hp
+        shared, hp = self._shared(state), self._hp_args
         pieces = []
         tests = self._chunks(ids, key_data, split="test")
         for chunk, test in zip(self._chunks(ids, key_data), tests, strict=True):
@@ -412,7 +417,7 @@ class Federation:
                     batched=batched,
                 )
             else:
-                g, p = ev.evaluate_steps(self._hp, shared, rows, chunk, test, batched=batched)
+                g, p = ev.evaluate_steps(self._hp_args, shared, rows, chunk, test, batched=batched)
             pieces.append((len(chunk.real), g, p))
         g = np.concatenate([np.atleast_1d(to_host(g))[:n] for n, g, _ in pieces])
         p = np.concatenate([np.atleast_1d(to_host(p))[:n] for n, _, p in pieces])
@@ -432,11 +437,11 @@ class Federation:
         for chunk in self._chunks(ids, key_data):
             rows = self._rows(state, chunk)
             if self.step_programs:
-                _, params, ms = ev.start(self._hp, shared, rows, chunk.ids, batched=batched)
-                params = ev.adapt_steps(self._hp, params, ms, chunk, batched=batched)
+                _, params, ms = ev.start(self._hp_args, shared, rows, chunk.ids, batched=batched)
+                params = ev.adapt_steps(self._hp_args, params, ms, chunk, batched=batched)
             else:
                 params = ev.personalized(
-                    self._hp,
+                    self._hp_args,
                     shared,
                     rows,
                     chunk.data,

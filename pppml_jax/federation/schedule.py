@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pppml_jax.federation.clients import ClientBlock
@@ -19,6 +18,18 @@ from pppml_jax.federation.placement import Placement
 from pppml_jax.federation.sampling import sample_clients
 
 TRAIN_STREAM, EVAL_STREAM = 1, 2
+
+
+@jax.jit
+def _client_key_data(base: jax.Array, round_index, stream, ids) -> jax.Array:
+    """``[len(ids), 2]`` uint32: fold_in(fold_in(fold_in(base, round), stream), id) per id.
+
+    One compiled program (per number of ids) for every seed and round: ``base`` is the seed
+    key's data, ``round_index`` and ``stream`` int32 arguments.
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(base), round_index)
+    key = jax.random.fold_in(key, stream)
+    return jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(key, i))(ids))
 
 
 class Chunk(NamedTuple):
@@ -65,6 +76,7 @@ class Schedule:
         self.placement = placement
         self.weights = weights
         self._base_key = jax.random.key(seed)
+        self._base_data = np.asarray(jax.random.key_data(self._base_key))
 
     def round_key(self, round_index: int) -> jax.Array:
         """The PRNG key of round ``round_index`` (0-based)."""
@@ -72,9 +84,9 @@ class Schedule:
 
     def client_keys(self, round_index: int, stream: int, ids: np.ndarray) -> np.ndarray:
         """``[len(ids), 2]`` uint32 key data: fold_in(fold_in(round key, stream), client id)."""
-        base = jax.random.fold_in(self.round_key(round_index), stream)
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.int32))
-        return np.asarray(jax.random.key_data(keys))
+        ids = np.asarray(ids, np.int32)
+        out = _client_key_data(self._base_data, np.int32(round_index), np.int32(stream), ids)
+        return np.asarray(out)
 
     def sampled(self, round_index: int) -> np.ndarray:
         """Ids of the clients taking part in round ``round_index`` (ascending)."""
@@ -96,21 +108,13 @@ class Schedule:
         client already on the device (then programs gather rows), or None (the chunk's rows
         are sent).
         """
+        if not self.batched:
+            yield from self._loop_chunks(ids, key_data, block, resident)
+            return
         size = self.chunk_size
         for start in range(0, len(ids), size):
             real = ids[start : start + size]
             keys = key_data[start : start + size]
-            if not self.batched:
-                k = int(real[0])
-                weight = np.float32(self.weights[k])
-                if resident is not None:
-                    yield Chunk(real, np.int32(k), keys[0], weight, *resident, True)
-                else:
-                    data = {n: v[k] for n, v in block.data.items()}
-                    yield Chunk(
-                        real, np.int32(k), keys[0], weight, data, block.num_examples[k], False
-                    )
-                continue
             pad = size - len(real)
             padded = np.concatenate([real, np.full(pad, self.num_clients)]).astype(np.int32)
             padded_keys = np.concatenate([keys, np.repeat(keys[:1], pad, axis=0)])
@@ -133,3 +137,21 @@ class Schedule:
                 counts,
                 gather,
             )
+
+    def _loop_chunks(self, ids, key_data, block, resident) -> Iterator[Chunk]:
+        """One chunk per client (loop execution), its small arrays sent in one transfer.
+
+        A client's program runs once per local step: its id, key and weight (and, with host
+        placement, its data) go to the device once, not once per step.
+        """
+        small = jax.device_put(
+            [(np.int32(k), key_data[j], np.float32(self.weights[k])) for j, k in enumerate(ids)]
+        )
+        for j, k in enumerate(ids):
+            real = ids[j : j + 1]
+            if resident is not None:
+                yield Chunk(real, *small[j], *resident, True)
+            else:
+                data = {n: v[int(k)] for n, v in block.data.items()}
+                data, count = jax.device_put((data, block.num_examples[int(k)]))
+                yield Chunk(real, *small[j], data, count, False)

@@ -96,6 +96,7 @@ class Trainer:
             self._finish, static_argnames=("batched", "collect"), donate_argnames=("work",)
         )
         self.server = jax.jit(self._server)
+        self._t = None
 
     # ------------------------------------------------------------------ one client
     def _init_one(self, ctx, shared: Shared, client_state, model_state):
@@ -217,6 +218,12 @@ class Trainer:
         )
         return self._finish(hp, shared, work, carry, bcast, rows, weights, batched, collect)
 
+    def _step_indices(self) -> list:
+        """``[]`` int32 device scalars 0..local_steps-1, sent once, not on every step call."""
+        if self._t is None:
+            self._t = jax.device_put([np.int32(t) for t in range(self.local_steps)])
+        return self._t
+
     def train_chunk(self, hp, shared, work, rows, chunk, *, batched, collect, step_programs):
         """Trains one chunk of clients: one program for all local steps, or one per step.
 
@@ -229,11 +236,10 @@ class Trainer:
                 batched=batched, collect=collect,
             )  # fmt: skip
         carry, bcast = self.init(hp, shared, rows, chunk.ids, batched=batched)
-        for t in range(self.local_steps):
+        for t in self._step_indices():
             carry = self.step(
-                hp, carry, bcast, rows.state, *args, np.int32(t), gather=chunk.gather,
-                batched=batched,
-            )  # fmt: skip
+                hp, carry, bcast, rows.state, *args, t, gather=chunk.gather, batched=batched
+            )
         return self.finish(
             hp, shared, work, carry, bcast, rows, chunk.weights, batched=batched, collect=collect
         )
