@@ -148,7 +148,9 @@ def test_extending_a_finished_run_equals_training_longer(tmp_path):
 
     short = run_experiment(config(), tmp_path / "a")
     assert [r["round"] for r in short["runs"]["fedavg"]["rounds"]] == [1, 2]
-    (tmp_path / "a" / "checkpoints" / "fedavg" / "2" / "manifest.json").write_bytes(b"\x80\x81")
+    (tmp_path / "a" / "checkpoints" / "fedavg" / "seed-1" / "2" / "manifest.json").write_bytes(
+        b"\x80\x81"
+    )
     with pytest.warns(UserWarning, match="unreadable manifest"):  # falls back to round 1
         extended = run_experiment(
             config(training__rounds=3), tmp_path / "a", resume=True, extend=True
