@@ -252,7 +252,9 @@ class ExperimentConfig:
           ConfigError: a field is out of range for this algorithm (named by its dotted key).
         """
         spec = self.algorithm(label)
-        fields = self.federation_fields(label)
+        fields = _drop_unused_shared(
+            self.federation_fields(label), spec, self.overrides.get(label, {})
+        )
         try:
             seed = self.seed if seed is None else seed
             return FederationConfig(algorithm=spec.algorithm(), seed=seed, **fields)
@@ -439,6 +441,27 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
       ConfigError: if the file is missing, not YAML, or invalid.
     """
     return validate(apply_overrides(read_config(path), overrides))
+
+
+def _drop_unused_shared(fields: dict, spec: Any, own: Mapping[str, Any]) -> dict:
+    """``fields`` without shared ``training`` options this algorithm has no use for.
+
+    One ``training`` block serves every algorithm, so Per-FedAvg's ``beta``, ``variant`` and
+    ``delta`` there are not a mistake for FedAvg; set in ``overrides.<label>`` they still are
+    (and the engine warns).
+    """
+    from pppml_jax.algorithms import make_algorithm
+
+    try:
+        algorithm = make_algorithm(spec.algorithm())
+    except ValueError:
+        return fields  # refused, with its message, when the FederationConfig is built
+    used = {
+        "beta": "beta" in algorithm.hparams,
+        "delta": "delta" in algorithm.hparams,
+        "variant": "variant" in algorithm.options,
+    }
+    return {k: v for k, v in fields.items() if used.get(k, True) or k in own}
 
 
 def federation_config(config: ExperimentConfig, label: str) -> FederationConfig:

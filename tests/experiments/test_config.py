@@ -1,6 +1,7 @@
 """Config files: --set overrides, validation messages, per-algorithm FederationConfig."""
 
 import flax.linen as nn
+import numpy as np
 import pytest
 
 from pppml_jax.experiments.config import (
@@ -187,3 +188,21 @@ def test_algorithm_options_go_through_the_registry():
     assert config.federation_config("pf-hf").algorithm.name == "perfedavg"
     with pytest.raises(ConfigError, match=r"algorithms\[1\] \(fedavg\):.*beta"):
         validate({**BASE, "algorithms": ["local", {"name": "fedavg", "beta": 0.1}]})
+
+
+def test_shared_per_fedavg_options_are_not_passed_to_algorithms_without_them():
+    import warnings
+
+    from pppml_jax.federation import Federation, IgnoredOptionWarning
+
+    config = validate({**BASE, "training": {"rounds": 3, "lr": 0.1, "beta": 0.02, "variant": "hf"}})
+    fed = federation_config(config, "fedavg")
+    assert (fed.beta, fed.variant) == (None, "fo")
+    assert (
+        federation_config(config, "perfedavg").beta,
+        federation_config(config, "perfedavg").variant,
+    ) == (0.01, "hf")
+    clients = [{"x": np.zeros((4, 2), np.float32)}] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredOptionWarning)
+        Federation(lambda p, b: (p * b["x"]).sum(), clients, fed)
