@@ -85,7 +85,13 @@ def round_line(event: dict) -> str:
             f"  global {event['mean_global']:.3f}  personalized {event['mean_personalized']:.3f}"
         )
     if "secure" in event:
-        line += f"  ring {event['secure'].get('bytes', 0) / 1e6:.1f} MB"
+        ring = event["secure"]
+        line += f"  ring {ring.get('bytes', 0) / 1e6:.1f} MB"
+        if ring.get("clipped"):
+            line += (
+                f"  CLIPPED {ring['clipped']} values (largest excess {ring['clip_excess']:.3g}, "
+                f"error bound {ring['error_bound']:.3g})"
+            )
     return line
 
 
