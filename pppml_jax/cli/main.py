@@ -30,16 +30,17 @@ def enable_compilation_cache() -> str | None:
     Identical programs (local and fedavg share their client step, perfedavg and pppml theirs;
     runs that differ only in seeds or float hyper-parameters share all of them) are then
     compiled once per machine, not once per algorithm and run. The directory is
-    ``$PPPML_COMPILATION_CACHE`` or ``pj.federation.default_cache_dir()``
-    (``<pppml cache>/xla``); set the variable to an empty string to disable. Library code
-    never changes JAX's configuration: only this application does.
+    ``$PPPML_COMPILATION_CACHE`` or ``pppml_jax.data.paths.cache_dir() / "xla"``; set the
+    variable to an empty string to disable. Library code never changes JAX's configuration:
+    only this application does.
     """
+    from pppml_jax.data.paths import cache_dir
     from pppml_jax.federation.compilation import enable_compilation_cache as enable
 
     directory = os.environ.get("PPPML_COMPILATION_CACHE")
     if directory == "":
         return None
-    return str(enable(directory))
+    return str(enable(directory or cache_dir() / "xla"))
 
 
 def main(argv: list[str] | None = None) -> int:

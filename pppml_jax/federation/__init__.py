@@ -7,7 +7,7 @@
 
 from pppml_jax.federation.checkpoint import Checkpointer
 from pppml_jax.federation.clients import ClientBlock, stack_clients
-from pppml_jax.federation.compilation import default_cache_dir, enable_compilation_cache
+from pppml_jax.federation.compilation import enable_compilation_cache
 from pppml_jax.federation.config import FederationConfig
 from pppml_jax.federation.engine import Federation
 from pppml_jax.federation.hparams import IgnoredOptionWarning
@@ -28,7 +28,6 @@ __all__ = [
     "RoundError",
     "RoundInfo",
     "RoundRecord",
-    "default_cache_dir",
     "enable_compilation_cache",
     "resolve_execution",
     "run",

@@ -150,16 +150,7 @@ def cache_size() -> int:
         return len(_cache)
 
 
-def default_cache_dir() -> Path:
-    """``pppml_jax.data.paths.cache_dir() / "xla"``: the one persistent cache location."""
-    from pppml_jax.data.paths import cache_dir
-
-    return cache_dir() / "xla"
-
-
-def enable_compilation_cache(
-    path: str | os.PathLike | None = None, *, min_compile_time_s: float = 0.5
-) -> Path:
+def enable_compilation_cache(path: str | os.PathLike, *, min_compile_time_s: float = 0.5) -> Path:
     """Turns on JAX's persistent compilation cache in this process.
 
     Programs that take at least ``min_compile_time_s`` seconds to compile are written to
@@ -168,7 +159,8 @@ def enable_compilation_cache(
     May be called after programs were compiled; only later compilations are stored.
 
     Args:
-      path: the cache directory (created); None: :func:`default_cache_dir`.
+      path: the cache directory (created). The ``pppml`` command line uses
+        ``pppml_jax.data.paths.cache_dir() / "xla"``; pass it to share that cache.
       min_compile_time_s: programs compiling faster than this are not stored (seconds).
 
     Returns:
@@ -176,8 +168,7 @@ def enable_compilation_cache(
     """
     import jax
 
-    directory = Path(path) if path is not None else default_cache_dir()
-    directory = directory.expanduser()
+    directory = Path(path).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
