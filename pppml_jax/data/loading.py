@@ -18,6 +18,11 @@ Names and their options (all keyword; the split options below apply to every nam
 - ``"real_ct"``: ``root`` (where ``pppml data real-ct`` wrote, default
   ``<data_root>/real_ct``), ``download`` (prepare it when missing, default True), ``sdist``,
   ``data_dir``, ``rebuild``, ``axis``, ``size``, ``stride``; split by slab by default.
+  ``task="classification"`` turns the slices of both scans into a 2-D classification
+  federation with simulated devices: ``label`` ("cranial": the slice lies in the upper half of
+  its scan's slices, superior in RAS+; "tumour": the slice's label map marks tumour),
+  ``patient_slab`` (consecutive slices per pseudo-patient, default 4), ``profiles`` (device
+  preset or profile dicts, default ``"quickstart"``); split by pseudo-patient.
 
 Split options: ``split`` ("patient" | "slab"), ``seed``, ``val_fraction``, ``test_fraction``,
 ``num_folds``, ``test_fold``, ``slab_size``, ``slab_gap``
@@ -306,11 +311,17 @@ def _load_real_ct(options: dict[str, Any]) -> FederatedDataset:
     _check_options(
         "real_ct",
         options,
-        ("root", "download", "sdist", "data_dir", "rebuild", "axis", "size", "stride"),
+        REAL_CT_OPTIONS,
     )
     root = Path(options.pop("root", None) or data_root() / "real_ct")
     download = bool(options.pop("download", True))
     sdist = options.pop("sdist", None)
+    task = options.pop("task", "segmentation")
+    if task not in ("segmentation", "classification"):
+        raise ValueError(f"task={task!r} must be 'segmentation' or 'classification'")
+    extra = sorted(set(options) & set(REAL_CT_CLASSIFICATION_OPTIONS))
+    if task == "segmentation" and extra:
+        raise ValueError(f"real_ct option(s) {extra} need task='classification'")
     if not (root / "manifest.csv").is_file():
         if not download and sdist is None:
             raise ValueError(
@@ -320,6 +331,8 @@ def _load_real_ct(options: dict[str, Any]) -> FederatedDataset:
         prepare_real_ct(root, sdist=sdist)
     options.setdefault("size", 128)
     options.setdefault("data_dir", str(root / "tfds"))
+    if task == "classification":
+        return _real_ct_classification(root, options)
     for key, value in {"split": "slab", "slab_size": 2, "slab_gap": False}.items():
         options.setdefault(key, value)
     fed = _load_covid({**options, "manual_dir": str(root)}, name="real_ct")
@@ -330,6 +343,82 @@ def _load_real_ct(options: dict[str, Any]) -> FederatedDataset:
         "labels": "lung tumour (one finding per scan), not infection",
     }
     return dataclasses.replace(fed, info=info)
+
+
+REAL_CT_CLASSIFICATION_OPTIONS = ("label", "patient_slab", "profiles")
+REAL_CT_OPTIONS = ("root", "download", "sdist", "data_dir", "rebuild", "axis", "size", "stride")
+REAL_CT_OPTIONS += ("task", *REAL_CT_CLASSIFICATION_OPTIONS)
+REAL_CT_LABELS = ("cranial", "tumour")
+
+
+def slice_labels(kind: str, position: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-slice class of one scan's slices: ``"cranial"`` (1 for the upper half of the
+    slices by position, superior in RAS+) or ``"tumour"`` (1 where the mask marks tumour)."""
+    if kind == "tumour":
+        return mask.reshape(len(mask), -1).any(axis=1).astype(np.int32)
+    rank = np.argsort(np.argsort(position, kind="stable"), kind="stable")
+    return (rank >= len(position) / 2).astype(np.int32)
+
+
+def _real_ct_classification(root: Path, options: dict[str, Any]) -> FederatedDataset:
+    """The two real scans, sliced, as a 2-D classification federation of simulated devices.
+
+    Each scan's slices are cut into pseudo-patients of ``patient_slab`` consecutive slices;
+    the pseudo-patients of both scans are dealt to the device profiles
+    (:func:`assign_devices`: every client sees its own simulated scanner) and each client is
+    split by pseudo-patient. Adjacent slices are the channels, so a slice next to a slab
+    boundary shares one neighbour with another pseudo-patient.
+    """
+    from pppml_jax.data.builders import covid_ct_seg
+
+    kind = options.pop("label", "cranial")
+    if kind not in REAL_CT_LABELS:
+        raise ValueError(f"label={kind!r} is not one of {REAL_CT_LABELS}")
+    slab = int(options.pop("patient_slab", 4))
+    if slab < 1:
+        raise ValueError(f"patient_slab={slab} must be >= 1")
+    profiles = options.pop("profiles", "quickstart")
+    seed = int(options.get("seed", 0))
+    split = _split_spec(options, {})
+    built = _tfds_pools(covid_ct_seg, "CovidCtSeg", root, options)
+    images, labels, patients, positions = [], [], [], []
+    for pool in built.pools:
+        patient = np.asarray(pool.patient).astype(str)
+        position = np.asarray(pool.position).astype(np.int64)
+        for scan in sorted(set(patient)):
+            take = np.nonzero(patient == scan)[0]
+            take = take[np.argsort(position[take], kind="stable")]
+            images.append(pool.arrays["image"][take])
+            labels.append(slice_labels(kind, position[take], pool.arrays["mask"][take]))
+            order = np.arange(len(take))
+            patients.append(np.array([f"{scan}/slab{i // slab:03d}" for i in order], object))
+            positions.append(order)
+    merged = ClientPool(
+        name="real_ct",
+        profile={},
+        arrays={"image": np.concatenate(images), "label": np.concatenate(labels)},
+        patient=np.concatenate(patients),
+        position=np.concatenate(positions),
+    )
+    pools = assign_devices(merged, profiles, seed=seed, image_size=built.config.size)
+    return federation_from_pools(
+        "real_ct",
+        "classification",
+        pools,
+        split,
+        info={
+            "source": "PyRadiomics lung1 / lung2 chest CT from the PyPI sdist of "
+            f"pyradiomics-bhklab 3.1.4 (prepared in {root}), sliced along "
+            f"{built.config.axis}, simulated devices per client",
+            "labels": {
+                "cranial": "the slice lies in the upper half of its scan (RAS+ superior)",
+                "tumour": "the slice's label map marks lung tumour",
+            }[kind],
+            "patient_slab": slab,
+            "preprocessing": "RAS+ reorientation, square pixels, 3 adjacent slices, "
+            "(HU + 600) / 1600, then each client's device (acquire_images)",
+        },
+    )
 
 
 LOADERS: dict[str, Callable[[dict[str, Any]], FederatedDataset]] = {
