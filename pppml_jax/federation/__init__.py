@@ -11,20 +11,28 @@ from pppml_jax.federation.compilation import enable_compilation_cache
 from pppml_jax.federation.config import FederationConfig
 from pppml_jax.federation.engine import Federation
 from pppml_jax.federation.hparams import IgnoredOptionWarning
-from pppml_jax.federation.run import History, RoundRecord, run
+from pppml_jax.federation.run import DivergenceError, History, RoundRecord, run
 from pppml_jax.federation.state import FederationState
 from pppml_jax.federation.sweep import run_many
-from pppml_jax.federation.types import Evaluation, RoundError, RoundInfo, resolve_execution
+from pppml_jax.federation.types import (
+    Evaluation,
+    NonFiniteError,
+    RoundError,
+    RoundInfo,
+    resolve_execution,
+)
 
 __all__ = [
     "Checkpointer",
     "ClientBlock",
+    "DivergenceError",
     "Evaluation",
     "Federation",
     "FederationConfig",
     "FederationState",
     "History",
     "IgnoredOptionWarning",
+    "NonFiniteError",
     "RoundError",
     "RoundInfo",
     "RoundRecord",

@@ -47,7 +47,7 @@ from pppml_jax.federation.training import Trainer, zero_work
 from pppml_jax.federation.types import (
     ClientRows,
     Evaluation,
-    RoundError,
+    NonFiniteError,
     RoundInfo,
     Shared,
     resolve_execution,
@@ -376,7 +376,7 @@ class Federation:
         finite = np.asarray(finite, bool)
         if not finite.all():
             bad = [int(i) for i in ids[~finite]]
-            raise RoundError(
+            raise NonFiniteError(
                 f"round {r}: clients {bad} produced non-finite values (NaN or inf); the "
                 "federation state is unchanged. Lower the learning rate or check their data."
             )

@@ -15,7 +15,7 @@ from pppml_jax.algorithms.base import Algorithm
 from pppml_jax.federation.config import FederationConfig
 from pppml_jax.federation.engine import Federation
 from pppml_jax.federation.state import FederationState
-from pppml_jax.federation.types import RoundError, RoundInfo
+from pppml_jax.federation.types import NonFiniteError, RoundError, RoundInfo
 from pppml_jax.typing import Params
 
 DIVERGENCE_FACTOR = 1e3
@@ -380,7 +380,7 @@ def iter_rounds(
         except DivergenceError:
             raise
         except RoundError as err:
-            if "non-finite" not in str(err):  # a failed secure ring is not a divergence
+            if not isinstance(err, NonFiniteError):  # a failed secure ring is no divergence
                 raise
             raise _diverged(federation, int(state.round) + 1, None, first_loss, None) from err
         if first_loss is None:

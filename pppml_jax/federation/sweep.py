@@ -39,7 +39,12 @@ from pppml_jax.federation.run import History, RoundRecord, run
 from pppml_jax.federation.schedule import EVAL_STREAM, TRAIN_STREAM, Schedule
 from pppml_jax.federation.state import FederationState
 from pppml_jax.federation.training import zero_work
-from pppml_jax.federation.types import ClientRows, RoundError, Shared, resolve_execution
+from pppml_jax.federation.types import (
+    ClientRows,
+    NonFiniteError,
+    Shared,
+    resolve_execution,
+)
 
 STRATEGIES = ("auto", "vmap", "loop")
 CONFIG_FLOATS = ("lr", "alpha", "beta", "delta", "server_lr")
@@ -280,7 +285,7 @@ class _VmappedSweep:
         bad = [i for i in range(len(self.runs)) if not finite[i, : len(sampled[i])].all()]
         if bad:
             p = self.runs[bad[0]]
-            raise RoundError(
+            raise NonFiniteError(
                 f"round {r}: run with seed {p.seed} and {dict(p.values)} produced non-finite "
                 "values (NaN or inf); lower its learning rate or run it alone with run()"
             )

@@ -13,6 +13,10 @@ class RoundError(RuntimeError):
     """A round failed; the federation state passed to it is unchanged and still valid."""
 
 
+class NonFiniteError(RoundError):
+    """A round failed because a client's output (message or state) was NaN or infinite."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RoundInfo:
     """What one round did.
