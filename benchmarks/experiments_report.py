@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,18 @@ def provenance(run: dict, res: dict, meta: dict) -> list[str]:
     when = meta.get("started", "unknown date")
     wall = meta.get("wall_seconds", res.get("seconds"))
     wall_text = f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "unknown"
+    cfg, tune = res.get("config", {}), res.get("config", {}).get("tune")
+    training = cfg.get("training", {})
+    search = "no search (fixed values)"
+    if tune:
+        search = (
+            f"{tune.get('method')} search on validation, {tune.get('budget')} trials of "
+            f"{tune.get('rounds') or training.get('rounds')} rounds per algorithm"
+        )
     return [
         f"- command: `{cmd}`",
+        f"- {training.get('rounds')} rounds of {training.get('local_steps')} local steps "
+        f"(batch {training.get('batch_size')}) for every algorithm; {search}",
         f"- seeds: {', '.join(str(s) for s in res['seeds'])}; machine: {machine}",
         f"- date: {when}; wall time: {wall_text}",
     ]
@@ -186,7 +197,7 @@ def report(runs_dir: Path) -> str:
     if plan_file.is_file():
         plan = json.loads(plan_file.read_text())
     else:
-        plan = [{**r, "command": " ".join(command(r))} for r in planned_runs(runs_dir, [])]
+        plan = [{**r, "command": shlex.join(command(r))} for r in planned_runs(runs_dir, [])]
     for run in plan:  # where the runs are now, whatever root the plan was made under
         run["dir"] = runs_dir / Path(run["out"]).relative_to(Path(plan[0]["out"]).parent)
     lines = [
@@ -249,6 +260,12 @@ def report(runs_dir: Path) -> str:
     if not stated:
         lines += ["No task has been run yet: nothing can be said.", ""]
     lines += ["## Not run yet", ""]
+    if not_run:
+        lines += [
+            "Each with its command; `make benchmark BENCH_ONLY=tasks` (or `sweeps`, `costs`) "
+            "runs a group, `python benchmarks/benchmark_runs.py --list` prints them all.",
+            "",
+        ]
     if not not_run:
         lines += ["Everything planned has run.", ""]
     for run in not_run:
