@@ -11,7 +11,8 @@ A :class:`Federation` binds a loss, the clients' data, a :class:`FederationConfi
 
 The parts: :mod:`schedule` (sampling, keys, chunks), :mod:`training` (the compiled training
 programs), :mod:`evaluation`, :mod:`secure_hook` (the ring on the host), :mod:`client_store`
-(per-client state on the host) and :mod:`hparams` (the algorithm and its hyper-parameters).
+(per-client state on the host), :mod:`hparams` (the algorithm and its hyper-parameters) and
+:mod:`programs` (compiled programs shared by federations of equal static structure).
 
 Execution. ``"vmap"`` trains the sampled clients in chunks of ``chunk_size`` (default: all of
 them) with one compiled program per chunk, the clients axis sharded over a device mesh; with a
@@ -34,16 +35,16 @@ import numpy as np
 
 from pppml_jax.federation import client_store
 from pppml_jax.federation.clients import ClientBlock, as_client_block, test_block
-from pppml_jax.federation.compilation import algorithm_key, fingerprint, shared
-from pppml_jax.federation.config import FederationConfig
+from pppml_jax.federation.config import STEP_PROGRAMS_ABOVE, FederationConfig
 from pppml_jax.federation.evaluation import Evaluator
 from pppml_jax.federation.hparams import context_factory, resolve
 from pppml_jax.federation.placement import Placement, to_host
+from pppml_jax.federation.programs import shared_programs
 from pppml_jax.federation.sampling import num_sampled
 from pppml_jax.federation.schedule import EVAL_STREAM, TRAIN_STREAM, Chunk, Schedule
 from pppml_jax.federation.secure_hook import SecureHook
 from pppml_jax.federation.state import FederationState
-from pppml_jax.federation.training import Trainer, zero_work
+from pppml_jax.federation.training import zero_work
 from pppml_jax.federation.types import (
     ClientRows,
     Evaluation,
@@ -113,8 +114,11 @@ class Federation:
         devices = self.placement.num_devices
         chunk = min(config.chunk_size or sampled, sampled)
         self.chunk_size = -(-chunk // devices) * devices if batched else 1
+        # None in loop execution: decided by the model's size on the first round (_settle)
         self.step_programs = (
-            config.step_programs if config.step_programs is not None else not batched
+            config.step_programs
+            if config.step_programs is not None
+            else (None if not batched else False)
         )
         self.schedule = Schedule(
             self.num_clients,
@@ -131,63 +135,22 @@ class Federation:
         self._hp_args = jax.device_put(self._hp) if not batched else self._hp
         local_state = stateful and config.model_state_mode == "local"
         self.local_model_state = local_state
-        self.trainer, self.evaluator = self._programs(loss_fn, eval_fn, sampled, local_state)
+        self.trainer, self.evaluator = shared_programs(
+            self.algorithm,
+            self._make_ctx,
+            config,
+            loss_fn=loss_fn,
+            eval_fn=eval_fn,
+            wrapped_eval=self._eval,
+            stateful=stateful,
+            participation=sampled / self.num_clients,
+            eval_chunk=self._eval_chunk,
+        )
         self._place_data()
         self._template = None
         self.secure = None
         if self.secure_options is not None:
             self.secure = SecureHook(self.secure_options, config.seed)
-
-    def _programs(self, loss_fn, eval_fn, sampled: int, local_state: bool):
-        """The Trainer and Evaluator, shared with every federation of equal static pieces.
-
-        Their keys hold what is baked into the compiled programs (the algorithm's functions,
-        the loss and metric, optimizer factories, integer and boolean options); seeds and
-        float hyper-parameters are arguments, so they are not part of the keys.
-        """
-        config = self.config
-        ctx_key = (
-            fingerprint(loss_fn),
-            self.stateful,
-            fingerprint(config.local_optimizer),
-            fingerprint(config.server_optimizer),
-            config.local_steps,
-            sampled / self.num_clients,
-            algorithm_key(self.algorithm),
-            config.batch_size,
-            config.batch_rng,
-            local_state,
-        )
-        averages = self.stateful and config.model_state_mode == "average"
-        trainer = shared(
-            "trainer",
-            (*ctx_key, config.unroll, averages),
-            lambda: Trainer(
-                self.algorithm,
-                self._make_ctx,
-                local_steps=config.local_steps,
-                batch_size=config.batch_size,
-                batch_rng=config.batch_rng,
-                unroll=config.unroll,
-                local_model_state=local_state,
-                averages_state=averages,
-            ),
-        )
-        evaluator = shared(
-            "evaluator",
-            (*ctx_key, fingerprint(eval_fn), self._eval_chunk, config.personalize_steps),
-            lambda: Evaluator(
-                self.algorithm,
-                self._make_ctx,
-                self._eval,
-                eval_chunk=self._eval_chunk,
-                personalize_steps=config.personalize_steps,
-                batch_size=config.batch_size,
-                batch_rng=config.batch_rng,
-                local_model_state=local_state,
-            ),
-        )
-        return trainer, evaluator
 
     def _place_data(self) -> None:
         placement = self.config.data_placement
@@ -241,6 +204,13 @@ class Federation:
             self.evaluator.check_output(params, model_state, self.test_block)
         return FederationState(0, params, model_state, server_state, client_state, client_ms)
 
+    def _settle(self, state: FederationState) -> None:
+        """Loop execution's default: a program per step only for models whose compile time
+        dominates (more than ``STEP_PROGRAMS_ABOVE`` parameters); one per client below."""
+        if self.step_programs is None:
+            size = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
+            self.step_programs = size > STEP_PROGRAMS_ABOVE
+
     def _shared(self, state: FederationState) -> Shared:
         return Shared(state.params, state.model_state, state.server_state)
 
@@ -289,6 +259,7 @@ class Federation:
             given ``state`` is untouched and can be used again.
         """
         start = time.perf_counter()
+        self._settle(state)
         r = int(state.round)
         template = self._message_template(state)
         ids = self.sampled_clients(r)
@@ -394,6 +365,7 @@ class Federation:
           ValueError: if the federation was built without ``eval_fn`` and ``test_clients``.
         """
         ev = self._evaluator()
+        self._settle(state)
         ids = np.arange(self.num_clients)
         key_data = self.schedule.client_keys(int(state.round), EVAL_STREAM, ids)
         batched = self.execution == "vmap"
@@ -430,6 +402,7 @@ class Federation:
         training data; no test data is read. Runs the same compiled programs as evaluate().
         """
         ev = self.evaluator
+        self._settle(state)
         ids = np.arange(self.num_clients)
         key_data = self.schedule.client_keys(int(state.round), EVAL_STREAM, ids)
         batched = self.execution == "vmap"
