@@ -28,7 +28,9 @@ class FederationConfig:
       algorithm: an :class:`~pppml_jax.algorithms.Algorithm` value
         (``pj.algorithms.ditto(lam=0.1)``) or the name of a built-in ("local", "fedavg",
         "perfedavg", "pppml", "fedprox", ...; ``pj.algorithms.BUILTINS``). A name is built
-        with its defaults; "perfedavg" and "pppml" take ``variant`` and ``delta`` from here.
+        with its defaults ("fedprox" and "ditto" have a required option, ``mu`` and ``lam``:
+        pass a value such as ``pj.algorithms.fedprox(mu=0.01)``); "perfedavg" and "pppml"
+        take ``variant`` and ``delta`` from here.
       rounds: number of communication rounds.
       local_steps: tau, local optimizer steps per client per round.
       batch_size: examples per batch.
