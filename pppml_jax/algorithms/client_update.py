@@ -24,7 +24,7 @@ from pppml_jax.algorithms.local_training import (
     run_steps,
     start_client,
 )
-from pppml_jax.algorithms.meta_gradient import Variant, check_variant, meta_gradient_stateful
+from pppml_jax.algorithms.meta_gradient import Variant, check_variant, meta_direction
 from pppml_jax.algorithms.standard import one_model
 from pppml_jax.typing import Batch, ModelState, Params, PRNGKey, StatefulLossFn
 
@@ -86,20 +86,9 @@ def perfedavg_rule(*, alpha: float, variant: Variant = "fo", delta: float = 1e-3
         raise ValueError(f"alpha={alpha} must be > 0 for Per-FedAvg")
 
     def direction(loss_fn, params, model_state, batches):
-        batch_c = batches[2] if len(batches) > 2 else None
-        loss, _ = loss_fn(params, model_state, batches[0])
-        grads, new_state = meta_gradient_stateful(
-            loss_fn,
-            params,
-            model_state,
-            batches[0],
-            batches[1],
-            batch_c,
-            alpha=alpha,
-            variant=variant,
-            delta=delta,
+        return meta_direction(
+            loss_fn, params, model_state, batches, alpha=alpha, variant=variant, delta=delta
         )
-        return grads, new_state, loss
 
     return LocalRule(f"perfedavg-{variant}", 2 if variant == "fo" else 3, direction)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pppml_jax.algorithms.base import Algorithm
-from pppml_jax.algorithms.meta_gradient import check_variant, meta_gradient_stateful
+from pppml_jax.algorithms.meta_gradient import check_variant, meta_direction
 from pppml_jax.algorithms.standard import check_positive, one_model
 
 DEFAULT_SECURE: Mapping[str, Any] = {"backend": "bfv"}
@@ -31,20 +31,15 @@ def _check(alpha, beta, variant, delta) -> None:
 def _meta_direction(variant: str):
     def direction(ctx, params, model_state, batches, t, broadcast, client_state):
         del t, broadcast, client_state
-        batch_c = batches[2] if len(batches) > 2 else None
-        loss, _ = ctx.loss_fn(params, model_state, batches[0])
-        grads, new_state = meta_gradient_stateful(
+        return meta_direction(
             ctx.loss_fn,
             params,
             model_state,
-            batches[0],
-            batches[1],
-            batch_c,
+            batches,
             alpha=ctx.hp["alpha"],
             variant=variant,
             delta=ctx.hp["delta"],
         )
-        return grads, new_state, loss
 
     return direction
 

@@ -95,6 +95,37 @@ def meta_gradient_stateful(
     return tree_axpy(-alpha, curvature, g), state_b
 
 
+def meta_direction(
+    loss_fn: StatefulLossFn,
+    params: Params,
+    model_state: ModelState,
+    batches: tuple[Batch, ...],
+    *,
+    alpha: float,
+    variant: Variant = "fo",
+    delta: float = 1e-3,
+) -> tuple[Params, ModelState, jax.Array]:
+    """One local step's ``(direction, new_model_state, loss)`` from 2 or 3 batches.
+
+    ``batches`` is ``(D, D')`` or ``(D, D', D'')``; the loss reported is ``f(w; D)``. Shared by
+    the ``perfedavg`` algorithm and :func:`~pppml_jax.algorithms.client_update.perfedavg_rule`.
+    """
+    batch_c = batches[2] if len(batches) > 2 else None
+    loss, _ = loss_fn(params, model_state, batches[0])
+    grads, new_state = meta_gradient_stateful(
+        loss_fn,
+        params,
+        model_state,
+        batches[0],
+        batches[1],
+        batch_c,
+        alpha=alpha,
+        variant=variant,
+        delta=delta,
+    )
+    return grads, new_state, loss
+
+
 def _stateless(loss_fn):
     def wrapped(params, state, batch):
         return loss_fn(params, batch), state

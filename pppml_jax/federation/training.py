@@ -99,10 +99,6 @@ class Trainer:
         self._t = None
 
     # ------------------------------------------------------------------ one client
-    def _init_one(self, ctx, shared: Shared, client_state, model_state):
-        bcast = self.algorithm.broadcast(ctx, shared.params, shared.server_state)
-        return start_client(self.algorithm, ctx, bcast, client_state, model_state), bcast
-
     def _final_one(self, ctx, shared: Shared, carry, bcast, client_state):
         message, client_state = self.algorithm.client_final(
             ctx, carry.algorithm, bcast, client_state
@@ -116,10 +112,8 @@ class Trainer:
         """Shapes and dtypes of one client's :class:`Message` (traced, never run)."""
 
         def one(hp, shared, rows):
-            ctx = self.make_ctx(hp)
-            ms = rows.model_state if self.local_model_state else shared.model_state
-            carry, bcast = self._init_one(ctx, shared, rows.state, ms)
-            return self._final_one(ctx, shared, carry, bcast, rows.state)[0]
+            carry, bcast = self._init(hp, shared, rows, None, batched=False)
+            return self._final_one(self.make_ctx(hp), shared, carry, bcast, rows.state)[0]
 
         return jax.eval_shape(one, hp, shared, rows)
 
