@@ -61,7 +61,14 @@ def _q_diff(res, k):
     return np.mod(b - a, 2**32)
 
 
-def test_two_calls_with_the_same_round_give_the_relay_nothing(big_updates):
+def test_two_calls_with_the_same_round_give_the_relay_nothing():
+    # Sessions draw fresh randomness per call, so the outcome is random: with n coordinates
+    # the correlation of unrelated vectors has standard deviation 1/sqrt(n). Enough
+    # coordinates (4096) and a 6-sigma threshold make a false failure ~1e-9 likely, while
+    # a reused pad gives correlation 1 (error 1e-9, the review's measurement).
+    rng = np.random.default_rng(0)
+    shapes = {"params": {"w": (64, 64)}}
+    big_updates = [random_tree(rng, shapes, scale=3.0) for _ in range(4)]
     other = [jax.tree.map(lambda x: x * 0.5, u) for u in big_updates]
     a = sec.cyclic_aggregate(big_updates, [1] * 4, round_index=0, pairwise=False)
     b = sec.cyclic_aggregate(other, [1] * 4, round_index=0, pairwise=False)
@@ -73,7 +80,7 @@ def test_two_calls_with_the_same_round_give_the_relay_nothing(big_updates):
     guess = (np.mod(_q_diff(a, 2) - _q_diff(b, 2) + 2**31, 2**32) - 2**31) / scale * ranges
     truth = _flat(big_updates[2]) - _flat(other[2])
     assert np.max(np.abs(guess - truth)) > 1.0  # the difference attack fails
-    assert abs(np.corrcoef(guess, truth)[0, 1]) < 0.5
+    assert abs(np.corrcoef(guess, truth)[0, 1]) < 6 / np.sqrt(truth.size)
 
 
 def test_an_aggregator_refuses_a_completed_round_but_a_failed_one_can_be_retried(big_updates):
