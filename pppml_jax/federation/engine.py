@@ -44,7 +44,6 @@ from pppml_jax.federation.sampling import num_sampled
 from pppml_jax.federation.schedule import EVAL_STREAM, TRAIN_STREAM, Chunk, Schedule
 from pppml_jax.federation.secure_hook import SecureHook
 from pppml_jax.federation.state import FederationState
-from pppml_jax.federation.training import zero_work
 from pppml_jax.federation.types import (
     ClientRows,
     Evaluation,
@@ -247,9 +246,9 @@ class Federation:
         """Ids of the clients taking part in round ``round_index`` (ascending)."""
         return self.schedule.sampled(round_index)
 
-    def _chunks(self, ids, key_data, split: str = "train"):
+    def _chunks(self, ids, key_data, split: str = "train", send_small: bool = True):
         block = self.train_block if split == "train" else self.test_block
-        return self.schedule.chunks(ids, key_data, block, self._resident[split])
+        return self.schedule.chunks(ids, key_data, block, self._resident[split], send_small)
 
     def round(self, state: FederationState) -> tuple[FederationState, RoundInfo]:
         """Runs round ``state.round`` and returns the new state and what happened.
@@ -273,7 +272,7 @@ class Federation:
             new, new_rows, loss, finite = self.trainer.fused(
                 hp,
                 shared,
-                zero_work(template),
+                self.trainer.empty_work(template),
                 rows,
                 chunk.data,
                 chunk.counts,
@@ -286,8 +285,9 @@ class Federation:
             pending.append((chunk.real, new_rows))
         else:
             collect = self.secure_options is not None
-            work, collected, flags = zero_work(template), [], []
-            for chunk in self._chunks(ids, key_data):
+            work, collected, flags = self.trainer.empty_work(template), [], []
+            chunks = self._chunks(ids, key_data, send_small=self.step_programs)
+            for chunk in chunks:
                 work, messages, new_rows, finite = self._train_chunk(state, work, chunk, collect)
                 flags.append((chunk.real, finite))
                 pending.append((chunk.real, new_rows))

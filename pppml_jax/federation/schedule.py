@@ -100,16 +100,19 @@ class Schedule:
         key_data: np.ndarray,
         block: ClientBlock,
         resident: tuple[Any, Any] | None,
+        send_small: bool = True,
     ) -> Iterator[Chunk]:
         """The chunks of clients ``ids`` over ``block``'s data.
 
         Chunks of vmap execution are padded with dummy clients (id K, weight 0) to one size, so
         one compiled program serves every chunk. ``resident``: ``(data, counts)`` of every
         client already on the device (then programs gather rows), or None (the chunk's rows
-        are sent).
+        are sent). ``send_small`` (loop execution): put each client's id, key and weight on
+        the device first (for programs called once per local step), or leave them numpy
+        scalars for the one program that takes them (cheaper than a separate transfer).
         """
         if not self.batched:
-            yield from self._loop_chunks(ids, key_data, block, resident)
+            yield from self._loop_chunks(ids, key_data, block, resident, send_small)
             return
         size = self.chunk_size
         for start in range(0, len(ids), size):
@@ -138,15 +141,15 @@ class Schedule:
                 gather,
             )
 
-    def _loop_chunks(self, ids, key_data, block, resident) -> Iterator[Chunk]:
+    def _loop_chunks(self, ids, key_data, block, resident, send_small) -> Iterator[Chunk]:
         """One chunk per client (loop execution), its small arrays sent in one transfer.
 
-        A client's program runs once per local step: its id, key and weight (and, with host
-        placement, its data) go to the device once, not once per step.
+        With step programs a client's program runs once per local step: its id, key and
+        weight (and, with host placement, its data) go to the device once, not once per step.
         """
-        small = jax.device_put(
-            [(np.int32(k), key_data[j], np.float32(self.weights[k])) for j, k in enumerate(ids)]
-        )
+        small = [(np.int32(k), key_data[j], np.float32(self.weights[k])) for j, k in enumerate(ids)]
+        if send_small:
+            small = jax.device_put(small)
         for j, k in enumerate(ids):
             real = ids[j : j + 1]
             if resident is not None:
