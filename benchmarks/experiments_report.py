@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -190,7 +191,48 @@ def sweep_table(rows: list[tuple[Any, dict, dict]], name: str) -> list[str]:
     return lines
 
 
-def report(runs_dir: Path) -> str:
+def plot_sweep(rows: list[tuple[Any, dict, dict]], name: str, path: Path) -> None:
+    """Personalized test metric (mean and 95% interval over seeds) against the swept value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r[0])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label in SWEEP_LABELS:
+        points = [
+            (float(value), res["runs"][label]["stats"]["mean_personalized"])
+            for value, res, _ in rows
+            if label in res["runs"]
+        ]
+        points = [(x, st) for x, st in points if st.get("mean") is not None]
+        if not points:
+            continue
+        xs = [x for x, _ in points]
+        means = [st["mean"] for _, st in points]
+        half = [st.get("half_width") or 0.0 for _, st in points]  # symmetric Student-t
+        ax.errorbar(xs, means, yerr=half, marker="o", capsize=3, label=label, alpha=0.85)
+    ax.set_xlabel("patients per hospital" if name == "examples" else "device shift strength")
+    if name == "examples":
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([float(v) for v, _, _ in rows], [str(v) for v, _, _ in rows])
+    metric = rows[0][1].get("metric", "metric") if rows else "metric"
+    ax.set_ylabel(f"personalized test {metric} (mean, 95% CI)")
+    ax.set_title(f"When does federating pay: {name}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(runs_dir: Path, figures: Path | None = None, relative_to: Path | None = None) -> str:
+    """EXPERIMENTS.md's text; with ``figures`` also one PNG per sweep that has run.
+
+    ``relative_to``: the directory the markdown lives in (figure links are relative to it).
+    """
     from benchmark_runs import command, planned_runs
 
     plan_file = runs_dir / "plan.json"
@@ -243,6 +285,13 @@ def report(runs_dir: Path) -> str:
                 run = {"command": "?"}
                 lines += [f"{value}:", *provenance(run, res, meta)]
             lines += ["", *sweep_table(sorted(rows, key=lambda r: r[0]), name), ""]
+            if figures is not None:
+                path = figures / f"sweep_{name}.png"
+                plot_sweep(rows, name, path)
+                link = path.resolve()
+                if relative_to is not None:
+                    link = Path(os.path.relpath(link, relative_to.resolve()))
+                lines += [f"![{name} sweep]({link.as_posix()})", ""]
         else:
             lines += [f"### Sweep: {name}", "", "Not run yet (commands below).", ""]
     lines += ["## The paper's claims on our data", ""]
@@ -278,12 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs/benchmark", help="root of the run directories")
     parser.add_argument("--out", default="EXPERIMENTS.md")
     parser.add_argument("--preamble", default=None, help="a markdown file put first")
+    parser.add_argument(
+        "--figures", default="docs/figures/experiments", help="where the sweep figures go"
+    )
     args = parser.parse_args(argv)
-    text = report(Path(args.runs))
+    out = Path(args.out)
+    text = report(Path(args.runs), Path(args.figures), relative_to=out.parent)
     if args.preamble:
         text = Path(args.preamble).read_text().rstrip() + "\n\n" + text
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    out.write_text(text)
+    print(f"wrote {out}")
     return 0
 
 

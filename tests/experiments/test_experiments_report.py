@@ -1,6 +1,7 @@
 """benchmarks/experiments_report.py on a tiny real run, and the benchmark configs load."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,13 +74,23 @@ def test_report_from_a_tiny_run(tmp_path):
             }
         )
     )
-    text = experiments_report.report(tmp_path)
+    # the same results stand in for two points of the examples sweep: table and figure
+    sweep = [r for r in plan if r["group"] == "sweeps" and r["sweep"]["name"] == "examples"]
+    for run in sweep[:2]:
+        shutil.copytree(out, run["out"])
+    figures = tmp_path / "figures"
+    text = experiments_report.report(tmp_path, figures, relative_to=tmp_path)
+    assert (figures / "sweep_examples.png").stat().st_size > 1000
+    assert "![examples sweep](figures/sweep_examples.png)" in text
+    assert not (figures / "sweep_shift.png").exists()  # no shift point has run
+    values = sorted(r["sweep"]["value"] for r in sweep[:2])
+    assert f"| {values[0]} | " in text and f"| {values[1]} | " in text
     assert "### seg_ct_small" in text and "`pppml run tiny`" in text and "2026-12-02" in text
     assert "| perfedavg-fo |" in text and "MB |" in text  # the ring's bytes per round
     assert "pppml − Per-FedAvg (fo), personalized" in text
     assert "personalized Per-FedAvg (fo) − FedAvg's global model" in text
     # every other planned run is listed as not run, with its command
     for run in plan:
-        if run["name"] != "seg_ct_small":
+        if run["name"] != "seg_ct_small" and run not in sweep[:2]:
             assert f"- {run['name']} (" in text
     assert text.count("Not run yet") >= 2
