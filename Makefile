@@ -59,13 +59,16 @@ bench: $(STAMP)
 # EXPERIMENTS.md from their results.json (benchmarks/benchmark_runs.py --list shows the runs).
 # Hours on 2 cores: the full tasks are meant for a GPU; BENCH_ONLY=tasks|sweeps|costs, and
 # BENCH_SKIP="seg_ct cls3d" leaves runs out. The report alone: make benchmark BENCH_ONLY=none.
+# Each finished run's results.json and run.json are copied to BENCH_ARCHIVE (tracked in git);
+# the report is written from there, so it covers every run made so far, in any session.
 BENCH_OUT  ?= runs/benchmark
+BENCH_ARCHIVE ?= benchmarks/experiments
 BENCH_ONLY ?= all
 BENCH_SKIP ?=
 benchmark: $(STAMP)
 	if [ "$(BENCH_ONLY)" != none ]; then $(BIN)/python benchmarks/benchmark_runs.py --run \
-	  --out $(BENCH_OUT) --only $(BENCH_ONLY) --skip $(BENCH_SKIP); fi
-	$(BIN)/python benchmarks/experiments_report.py --runs $(BENCH_OUT) --out EXPERIMENTS.md
+	  --out $(BENCH_OUT) --archive $(BENCH_ARCHIVE) --only $(BENCH_ONLY) --skip $(BENCH_SKIP); fi
+	$(BIN)/python benchmarks/experiments_report.py --runs $(BENCH_ARCHIVE) --out EXPERIMENTS.md
 
 attack: $(STAMP)
 	$(BIN)/pppml attack configs/attack.yaml --out runs/attack

@@ -5,6 +5,12 @@ script writes ``run.json`` (the exact command, machine, start and end time, exit
 benchmarks/experiments_report.py prints next to each table. Nothing here looks at test
 results: the sweep values are fixed below, before any run.
 
+Run directories (checkpoints, figures, event files) are large and not kept in git. So that
+EXPERIMENTS.md can be rebuilt and checked from the repository alone, each finished run's
+results.json and run.json (tens of kB) are also copied to ``--archive``
+(benchmarks/experiments/<name>/ by default, tracked), together with plan.json; the report
+reads that folder.
+
 The sweeps answer "when does federating pay" on the segmentation federation
 (configs/benchmark/seg_ct_small.yaml, its algorithms and validation search), changing one knob
 through ``--set data.options.profiles=[...]``:
@@ -30,6 +36,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -157,6 +164,23 @@ def execute(run: dict, timeout: float | None) -> int:
     return rc
 
 
+def archive_run(run: dict, archive: Path) -> None:
+    """Copies a finished run's results.json and run.json to ``archive / name``.
+
+    A run that wrote no results.json (it failed or timed out) leaves the archived pair of an
+    earlier run untouched and adds its run.json as ``failed-run.json``, so a crash never erases
+    evidence and a table never shows one run's numbers with another run's date.
+    """
+    out, dest = Path(run["out"]), archive / run["name"]
+    dest.mkdir(parents=True, exist_ok=True)
+    if (out / "results.json").is_file():
+        shutil.copyfile(out / "results.json", dest / "results.json")
+        shutil.copyfile(out / "run.json", dest / "run.json")
+        (dest / "failed-run.json").unlink(missing_ok=True)
+    elif (out / "run.json").is_file():
+        shutil.copyfile(out / "run.json", dest / "failed-run.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/benchmark", help="root of the run directories")
@@ -166,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="store_true", help="run (default: list the commands)")
     parser.add_argument("--list", action="store_true", help="list the commands (the default)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument(
+        "--archive",
+        default=str(ROOT / "benchmarks" / "experiments"),
+        help="where each run's results.json and run.json are copied (tracked); '' for none",
+    )
     args = parser.parse_args(argv)
     runs = [
         r
@@ -175,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out)).mkdir(parents=True, exist_ok=True)
     plan = [{**r, "command": shlex.join(command(r))} for r in planned_runs(Path(args.out), [])]
     (Path(args.out) / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    archive = Path(args.archive) if args.archive and args.run else None
+    if archive is not None:
+        archive.mkdir(parents=True, exist_ok=True)
+        (archive / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     failed = 0
     for run in runs:
         print(shlex.join(command(run)), flush=True)
         if args.run:
             failed += execute(run, args.timeout) != 0
+            if archive is not None:
+                archive_run(run, archive)
     return 1 if failed else 0
 
 

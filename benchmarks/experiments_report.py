@@ -6,7 +6,7 @@ it. Every table states its command, seeds, machine and date (from run.json). The
 about the paper's claims are computed from the seed-paired differences of the test metric,
 with fixed rules written below; nothing is chosen by looking at the numbers.
 
-    python benchmarks/experiments_report.py --runs runs/benchmark --out EXPERIMENTS.md
+    python benchmarks/experiments_report.py --out EXPERIMENTS.md   # from benchmarks/experiments/
 """
 
 from __future__ import annotations
@@ -324,7 +324,11 @@ def report(runs_dir: Path, figures: Path | None = None, relative_to: Path | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="runs/benchmark", help="root of the run directories")
+    parser.add_argument(
+        "--runs",
+        default="benchmarks/experiments",
+        help="root of the run directories (default: the tracked archive benchmark_runs.py fills)",
+    )
     parser.add_argument("--out", default="EXPERIMENTS.md")
     parser.add_argument("--preamble", default=None, help="a markdown file put first")
     parser.add_argument(

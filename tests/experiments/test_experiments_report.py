@@ -55,6 +55,30 @@ def test_sweeps_are_valid_overrides():
     assert len({(p.slice_thickness, p.noise_hu, p.hu_offset, p.sharpen) for p in ideal}) == 1
 
 
+def test_archive_keeps_a_consistent_pair(tmp_path):
+    run = {"name": "sweep_shift/strength-0", "out": str(tmp_path / "runs" / "strength-0")}
+    out, archive = Path(run["out"]), tmp_path / "archive"
+    dest = archive / "sweep_shift" / "strength-0"
+    out.mkdir(parents=True)
+    (out / "results.json").write_text('{"seeds": [0]}')
+    (out / "run.json").write_text('{"returncode": 0, "started": "day 1"}')
+    benchmark_runs.archive_run(run, archive)
+    assert json.loads((dest / "results.json").read_text()) == {"seeds": [0]}
+    # a later run that fails writes no results.json: the earlier pair stays as it was
+    (out / "results.json").unlink()
+    (out / "run.json").write_text('{"returncode": 1, "started": "day 2"}')
+    benchmark_runs.archive_run(run, archive)
+    assert json.loads((dest / "results.json").read_text()) == {"seeds": [0]}
+    assert json.loads((dest / "run.json").read_text())["started"] == "day 1"
+    assert json.loads((dest / "failed-run.json").read_text())["returncode"] == 1
+    # and a good run replaces the pair and clears the failure
+    (out / "results.json").write_text('{"seeds": [0, 1]}')
+    (out / "run.json").write_text('{"returncode": 0, "started": "day 3"}')
+    benchmark_runs.archive_run(run, archive)
+    assert json.loads((dest / "run.json").read_text())["started"] == "day 3"
+    assert not (dest / "failed-run.json").exists()
+
+
 @pytest.mark.slow  # a real run: compiles 3 algorithms (about 30 s on 2 idle cores)
 def test_report_from_a_tiny_run(tmp_path):
     plan = benchmark_runs.planned_runs(tmp_path, [])
