@@ -14,11 +14,12 @@ Three experiments, all on a LeNet with sigmoid activations (the iDLG reference n
    victim one place after the initiator, on a ring of at least 4): the relay with one
    hospital, and the victim's two ring neighbours, each with pairwise masks on and off.
 
-:func:`evaluate` takes a config (:data:`~pppml_jax.experiments.privacy_config.DEFAULTS` shows
-every key) and returns a :class:`PrivacyReport`: the JSON-ready results and the images of the
-figures; the ``pppml attack`` command writes and draws them. The pieces live in
-``privacy_config`` (keys and defaults), ``privacy_data`` (model and crops) and
-``privacy_runs`` (the three experiments). See docs/privacy.md.
+:func:`evaluate` takes a config (an :class:`~pppml_jax.experiments.config_attack.AttackConfig`,
+the one config layer: every key, its default and its checks; or a mapping it validates) and
+returns a :class:`PrivacyReport`: the JSON-ready results and the images of the figures; the
+``pppml attack`` command writes and draws them. The pieces live in ``config_attack`` (keys and
+defaults), ``privacy_config`` (the iDLG options of a config), ``privacy_data`` (model and
+crops) and ``privacy_runs`` (the three experiments). See docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import jax
 import numpy as np
 
 from pppml_jax.experiments.config_attack import AttackConfig, attack_config
-from pppml_jax.experiments.privacy_config import DATASETS, DEFAULTS, merge_config
+from pppml_jax.experiments.privacy_config import DATASETS
 from pppml_jax.experiments.privacy_data import lenet_problem
 from pppml_jax.experiments.privacy_runs import (
     Emitter,
@@ -45,11 +46,9 @@ from pppml_jax.experiments.privacy_runs import (
 
 __all__ = [
     "DATASETS",
-    "DEFAULTS",
     "VIEW_TITLES",
     "PrivacyReport",
     "evaluate",
-    "merge_config",
     "results_table",
 ]
 

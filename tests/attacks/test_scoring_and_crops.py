@@ -7,7 +7,8 @@ import pytest
 
 from pppml_jax.attacks.crops import LUNG_WINDOW_HU, hu_to_unit, select_crops
 from pppml_jax.attacks.scoring import noise_floor, scores, summarize
-from pppml_jax.experiments.privacy_config import merge_config
+from pppml_jax.experiments.config_attack import attack_config
+from pppml_jax.experiments.privacy_config import attack_options
 
 
 def _image(seed=0, size=32):
@@ -112,14 +113,23 @@ def test_crops_refuse_impossible_requests():
         select_crops(hu, masks[:2], 2, size=16)
 
 
-def test_config_merging_refuses_unknown_keys():
-    cfg = merge_config({"attack": {"steps": 5}, "views": {"backend_options": {"preset": "lean"}}})
-    assert cfg["attack"]["steps"] == 5 and cfg["attack"]["restarts"] >= 1
+def test_a_partial_mapping_config_reaches_the_attack_with_defaults_filled_in():
+    # evaluate()'s mapping path: the typed config fills the defaults and keeps free-form
+    # backend options; attack_options turns its to_dict() into idlg's keyword options.
+    cfg = attack_config(
+        {"attack": {"steps": 5}, "views": {"backend_options": {"preset": "lean"}}}
+    ).to_dict()
     assert cfg["views"]["backend_options"] == {"preset": "lean"}
+    opts = attack_options(cfg)
+    assert opts["steps"] == 5 and opts["restarts"] == 1 and opts["max_move"] == 0.5
+    assert set(opts) == set(cfg["attack"])
+    assert (
+        attack_options(attack_config({"attack": {"max_move": None}}).to_dict())["max_move"] is None
+    )
     with pytest.raises(ValueError, match=r"attack\.stepz"):
-        merge_config({"attack": {"stepz": 5}})
+        attack_config({"attack": {"stepz": 5}})
     with pytest.raises(ValueError, match="must be a mapping"):
-        merge_config({"attack": 3})
+        attack_config({"attack": 3})
 
 
 @pytest.mark.parametrize("num", [1, 2, 3, 7])
