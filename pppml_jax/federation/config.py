@@ -183,21 +183,9 @@ class FederationConfig:
         return self.algorithm if isinstance(self.algorithm, str) else self.algorithm.name
 
     @property
-    def is_meta(self) -> bool:
-        """True for Per-FedAvg-based algorithms (perfedavg, pppml), by name."""
-        return self.algorithm_name in ("perfedavg", "pppml")
-
-    @property
     def inner_lr(self) -> float:
         """alpha: Per-FedAvg's inner step and the personalization step size."""
         return float(self.alpha if self.alpha is not None else self.lr)
-
-    @property
-    def outer_lr(self) -> float:
-        """The local optimizer's step size: beta for Per-FedAvg, lr otherwise."""
-        if self.is_meta:
-            return float(self.beta if self.beta is not None else self.lr)
-        return float(self.lr)
 
     def replace(self, **changes: Any) -> FederationConfig:
         return dataclasses.replace(self, **changes)

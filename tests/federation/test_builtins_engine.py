@@ -1,8 +1,8 @@
 """The new built-ins in the engine: vmap equals loop, the secure ring, and checkpoint resume.
 
-Each of scaffold, fedbn, fedper, fedrep, ditto and apfl runs on a tiny federation (logistic
-regression; FedBN on the BatchNorm MLP) with 3 of 4 clients sampled per round, so client state
-rows of unsampled clients must stay put.
+Each of scaffold, fedbn, fedper, fedrep, ditto, apfl and fedprox runs on a tiny federation
+(logistic regression; FedBN on the BatchNorm MLP) with 3 of 4 clients sampled per round, so
+client state rows of unsampled clients must stay put.
 """
 
 import jax
@@ -25,6 +25,7 @@ ALGORITHMS = {
     "fedrep": lambda: pj.algorithms.fedrep(head="w", head_steps=1),
     "ditto": lambda: pj.algorithms.ditto(lam=0.5),
     "apfl": lambda: pj.algorithms.apfl(mix=0.3),
+    "fedprox": lambda: pj.algorithms.fedprox(mu=0.1),
 }
 
 
