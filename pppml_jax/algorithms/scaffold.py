@@ -16,6 +16,7 @@ import optax
 from pppml_jax.algorithms.base import (
     Algorithm,
     Context,
+    ModelCarry,
     apply_mean_delta,
     loss_and_grad,
     model_delta,
@@ -46,6 +47,18 @@ class ScaffoldBroadcast(NamedTuple):
     control: Params  # c, the server control variate
 
 
+class ScaffoldCarry(NamedTuple):
+    """A client's training state between local steps."""
+
+    model: ModelCarry  # y, the local model, and the local optimizer's state
+    grad_sum: Params  # the sum of the raw minibatch gradients g_i(y_k) of the steps so far
+
+    @property
+    def params(self) -> Params:
+        """``y``, the local model."""
+        return self.model.params
+
+
 class ScaffoldMessage(NamedTuple):
     """What a client sends (averaged with sample-count weights)."""
 
@@ -54,14 +67,15 @@ class ScaffoldMessage(NamedTuple):
 
 
 def scaffold(*, lr: float | None = None) -> Algorithm:
-    """SCAFFOLD with option II control variates.
+    """SCAFFOLD; a client's control variate is its mean raw local gradient (option II's value).
 
     With server model ``x``, server control ``c`` and client control ``c_i`` (zeros before
-    round 0), a sampled client starts at ``y = x`` and takes ``K = local_steps`` steps::
+    round 0), a sampled client starts at ``y_0 = x`` and takes ``K = local_steps`` steps::
 
-        y <- y - lr (g_i(y) - c_i + c)            # the local optimizer along g - c_i + c
-        c_i+ = c_i - c + (x - y) / (K lr)         # option II
-        sends (y - x, c_i+ - c_i)
+        g_k = g_i(y_k)                                # the raw minibatch gradient
+        y_{k+1} = local optimizer step along g_k - c_i + c
+        c_i+ = (1/K) sum_k g_k                        # the mean raw local gradient
+        sends (y_K - x, c_i+ - c_i)
 
     and the server, with ``p`` = participation (sampled / all clients)::
 
@@ -69,8 +83,15 @@ def scaffold(*, lr: float | None = None) -> Algorithm:
         c <- c + p mean(c_i+ - c_i)
 
     Means are weighted by the clients' sample counts (the paper's uniform mean when the
-    counts are equal). Option II's ``(x - y) / (K lr)`` is the mean corrected gradient when
-    the local optimizer is SGD (the published setting); with Adam it is only a surrogate.
+    counts are equal).
+
+    Under SGD local steps (the paper's setting) this is exactly option II: there
+    ``y_{k+1} = y_k - lr (g_k - c_i + c)``, so ``(x - y_K) / (K lr) = (1/K) sum_k g_k - c_i
+    + c`` and option II's ``c_i+ = c_i - c + (x - y_K) / (K lr)`` equals ``(1/K) sum_k g_k``.
+    With another local optimizer ``(x - y_K) / (K lr)`` is no gradient: Adam moves each
+    coordinate by about ``lr`` per step whatever the gradient's size, so option II's control
+    variates would be O(1) per coordinate and swamp the gradients. The mean raw gradient,
+    summed during the local steps, is the same gradient estimate under any local optimizer.
 
     Args:
       lr: the local step size (None: the run's ``lr``).
@@ -97,7 +118,10 @@ def scaffold(*, lr: float | None = None) -> Algorithm:
 
     def client_init(ctx, b, client_state):
         del client_state
-        return start_model(ctx, b.params, ctx.hp["lr"])
+        grad_sum = jax.tree.map(
+            lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), b.params
+        )
+        return ScaffoldCarry(start_model(ctx, b.params, ctx.hp["lr"]), grad_sum)
 
     def client_step(ctx, carry, model_state, batches, t, b, client_state):
         del t
@@ -105,16 +129,15 @@ def scaffold(*, lr: float | None = None) -> Algorithm:
         corrected = jax.tree.map(
             lambda g, ci, c: g - ci + c, grads, client_state.control, b.control
         )
-        return step_model(ctx, carry, corrected, ctx.hp["lr"]), model_state, loss
+        grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype), carry.grad_sum, grads)
+        model = step_model(ctx, carry.model, corrected, ctx.hp["lr"])
+        return ScaffoldCarry(model, grad_sum), model_state, loss
 
     def client_final(ctx, carry, b, client_state):
-        scale = jnp.asarray(1.0 / (ctx.local_steps * ctx.hp["lr"]))
+        # every client takes exactly ctx.local_steps steps (the engine masks no steps)
+        inv_k = 1.0 / ctx.local_steps
         control = jax.tree.map(
-            lambda ci, c, x, y: (ci - c + (x - y) * scale.astype(x.dtype)).astype(ci.dtype),
-            client_state.control,
-            b.control,
-            b.params,
-            carry.params,
+            lambda ci, s: (s * inv_k).astype(ci.dtype), client_state.control, carry.grad_sum
         )
         message = ScaffoldMessage(
             model_delta(carry.params, b.params), model_delta(control, client_state.control)
@@ -129,7 +152,7 @@ def scaffold(*, lr: float | None = None) -> Algorithm:
         )
         return params, ScaffoldServer(opt_state, control)
 
-    options: dict[str, Any] = {"control_variates": "option II"}
+    options: dict[str, Any] = {"control_variates": "mean raw local gradient (option II under SGD)"}
     return Algorithm(
         name="scaffold",
         client_init=client_init,

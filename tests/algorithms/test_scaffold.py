@@ -7,8 +7,10 @@ sum p_i a_i: they differ when the curvatures differ and K > 1 (client drift). SC
 control variates remove the drift: it converges to x*.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from _algo_driver import Driver, make_context, max_abs_diff, stateless
 
 import pppml_jax as pj
@@ -27,9 +29,14 @@ CLIENTS = [{"a": jnp.float32(a), "c": jnp.asarray(c)} for a, c in zip(A, C, stri
 PARAMS = {"w": jnp.zeros(2, jnp.float32)}
 
 
-def driver(algorithm, participation=1.0):
+def driver(algorithm, participation=1.0, local_optimizer=optax.sgd, loss=quad):
     ctx = make_context(
-        algorithm, stateless(quad), local_steps=K, lr=LR, participation=participation
+        algorithm,
+        stateless(loss),
+        local_steps=K,
+        lr=LR,
+        participation=participation,
+        local_optimizer=local_optimizer,
     )
     return Driver(algorithm, ctx, CLIENTS, N)
 
@@ -78,3 +85,55 @@ def test_second_round_local_step_uses_the_corrected_gradient():
     expected = x - LR * (A[1] * (x - C[1]) - np.asarray(clients[1].control["w"]) + c)
     np.testing.assert_allclose(carries[1].params["w"], expected, rtol=1e-5, atol=1e-6)
     assert max_abs_diff(carries[0].params, params) == 0.0
+
+
+def test_sgd_control_variate_equals_option_ii():
+    # in round 2 (c, c_i nonzero) the mean raw gradient equals option II's
+    # c_i+ = c_i - c + (x - y) / (K lr), computed here from the iterates alone
+    d = driver(pj.algorithms.scaffold())
+    params, server, clients, _ = d.round(d.init(PARAMS))
+    c = np.asarray(server.control["w"])
+    assert np.abs(c).max() > 0.1
+    for i in range(len(CLIENTS)):
+        ci = np.asarray(clients[i].control["w"])
+        msg, new, _, carries = d.client_round(params, server, clients[i], None, i)
+        x, y = np.asarray(params["w"]), np.asarray(carries[-1].params["w"])
+        option_ii = ci - c + (x - y) / (K * LR)
+        assert np.abs(option_ii - ci).max() > 1e-3  # the control variate does move
+        np.testing.assert_allclose(new.control["w"], option_ii, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(msg.delta_control["w"], option_ii - ci, rtol=1e-5, atol=1e-5)
+
+
+def small_quad(params, batch):
+    # gradients of size ~1e-3: Adam still moves each coordinate by ~lr per step
+    return 1e-3 * quad(params, batch)
+
+
+def test_adam_control_variate_is_the_mean_raw_gradient():
+    d = driver(pj.algorithms.scaffold(), local_optimizer=optax.adam, loss=small_quad)
+    params, server, clients, _ = d.round(d.init(PARAMS))
+    c = server.control["w"]
+    for i in range(len(CLIENTS)):
+        ci = clients[i].control["w"]
+        _, new, _, carries = d.client_round(params, server, clients[i], None, i)
+
+        # replay the K Adam steps along g - c_i + c independently, collecting the raw gradients
+        grad = jax.grad(small_quad)
+        opt = optax.adam(LR)
+        y = {"w": params["w"]}
+        state = opt.init(y)
+        raw = []
+        for _ in range(K):
+            g = grad(y, CLIENTS[i])
+            raw.append(np.asarray(g["w"]))
+            updates, state = opt.update({"w": g["w"] - ci + c}, state, y)
+            y = optax.apply_updates(y, updates)
+        np.testing.assert_allclose(carries[-1].params["w"], y["w"], rtol=1e-5, atol=1e-6)
+        mean_raw = np.mean(raw, axis=0)
+        np.testing.assert_allclose(new.control["w"], mean_raw, rtol=1e-5, atol=1e-9)
+
+        # of the gradients' size, unlike option II's (x - y) / (K lr) under Adam
+        g_max = max(np.abs(g).max() for g in raw)
+        assert np.abs(np.asarray(new.control["w"])).max() <= g_max * (1 + 1e-5)
+        option_ii = np.asarray(ci - c) + (np.asarray(params["w"]) - np.asarray(y["w"])) / (K * LR)
+        assert np.abs(option_ii).max() > 100 * g_max
