@@ -66,6 +66,14 @@ class SyntheticCropsConfig:
     profiles: str = option("quickstart", help="device-profile preset")
     image_size: int = option(64, min=8)
 
+    def __post_init__(self):
+        from pppml_jax.data.devices import resolve_profiles
+
+        try:
+            resolve_profiles(self.profiles)
+        except ValueError as err:  # "profiles='x' is not a preset; use one of [...]"
+            raise ConfigError(f"data.synthetic.{err}") from err
+
 
 @dataclasses.dataclass(frozen=True)
 class RealCtCropsConfig:
@@ -123,7 +131,7 @@ class ViewsConfig:
     two_party: bool = option(True)
 
     def __post_init__(self):
-        from pppml_jax.experiments.config_secure import option_types
+        from pppml_jax.experiments.config_secure import check_backend_options, option_types
 
         if self.weights is not None and len(self.weights) != self.clients:
             raise ConfigError(
@@ -146,6 +154,7 @@ class ViewsConfig:
                     f"{', '.join(sorted(accepted))}"
                 )
             check_value(types_[name], value, key)
+        check_backend_options(self.backend, self.backend_options, "views.backend_options")
 
 
 @dataclasses.dataclass(frozen=True)

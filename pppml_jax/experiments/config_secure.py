@@ -4,8 +4,9 @@
 :func:`pppml_jax.secure.cyclic_aggregate` accepts: the backend's (fields of its options
 dataclass, :func:`pppml_jax.secure.backends.backend_option_names`), ``rotate_every``, and the
 protocol's (fields of :class:`pppml_jax.secure.options.RingOptions`). :func:`parse_secure`
-refuses an unknown backend, an unknown option and a value of the wrong type when the config is
-loaded, before any data is read or any round is trained.
+refuses an unknown backend, an unknown option, a value of the wrong type and a value the backend
+or the ring refuses (:func:`check_backend_options` builds the backend, which checks its options
+but generates no key) when the config is loaded, before any data is read or any round is trained.
 """
 
 from __future__ import annotations
@@ -57,6 +58,32 @@ def option_types(backend: str) -> dict[str, Any]:
     return types_
 
 
+def check_backend_options(backend: str, options: Mapping[str, Any], key: str) -> None:
+    """Refuses backend options (and ``rotate_every``) that ``backend`` would refuse at run time.
+
+    Builds the backend (:func:`pppml_jax.secure.backends.make_backend`), whose constructor
+    checks its options (presets, bit widths, ``max_parties``); no key is generated. A missing
+    backend library (TenSEAL, concrete-python) is not a config error: the run reports it.
+
+    Raises:
+      ConfigError: naming the option by its dotted key (``key.<option>``), the value and what
+        is accepted.
+    """
+    from pppml_jax.secure.backends import backend_option_names, make_backend
+    from pppml_jax.secure.errors import BackendUnavailableError, InvalidOptionError
+
+    rotate = options.get("rotate_every")
+    if rotate is not None and rotate < 1:
+        raise ConfigError(f"{join(key, 'rotate_every')}={rotate!r} must be null or >= 1")
+    names = backend_option_names(backend)
+    try:
+        make_backend(backend, **{k: v for k, v in options.items() if k in names})
+    except BackendUnavailableError:
+        pass
+    except InvalidOptionError as err:  # the backends name the option first: "preset='x': ..."
+        raise ConfigError(f"{key}.{err}") from err
+
+
 def parse_secure(value: Any, key: str) -> SecureConfig | None:
     """``value`` (a config's ``secure`` mapping or None) as a :class:`SecureConfig`.
 
@@ -97,7 +124,5 @@ def parse_secure(value: Any, key: str) -> SecureConfig | None:
         RingOptions(**ring).validated(types.SimpleNamespace(name=backend))
     except ValueError as err:  # RingOptions names the option first: "on_dropout='x': ..."
         raise ConfigError(f"{key}.{err}") from err
-    rotate = options.get("rotate_every")
-    if rotate is not None and rotate < 1:
-        raise ConfigError(f"{join(key, 'rotate_every')}={rotate!r} must be null or >= 1")
+    check_backend_options(backend, options, key)
     return SecureConfig(backend=backend, options=options)

@@ -1,5 +1,7 @@
 """Config files: --set overrides, validation messages, per-algorithm FederationConfig."""
 
+from pathlib import Path
+
 import flax.linen as nn
 import numpy as np
 import pytest
@@ -92,10 +94,10 @@ def test_load_config_file_errors(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
-
-    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    root = Path(__file__).parents[2] / "configs"
+    configs = sorted(root.glob("*.yaml")) + sorted((root / "benchmark").glob("*.yaml"))
     assert configs, "no configs/*.yaml found"
+    assert any(p.parent.name == "benchmark" for p in configs), "no configs/benchmark/*.yaml"
     for path in configs:
         if path.name == "attack.yaml":  # read by `pppml attack`, not `pppml run`
             continue
@@ -206,3 +208,150 @@ def test_shared_per_fedavg_options_are_not_passed_to_algorithms_without_them():
     with warnings.catch_warnings():
         warnings.simplefilter("error", IgnoredOptionWarning)
         Federation(lambda p, b: (p * b["x"]).sum(), clients, fed)
+
+
+# Issue 11 audit: option values of the model, the data set and the secure backend are checked
+# at load (before fingerprint.json is written or any algorithm trains), naming the dotted key.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.options.levels=true"], r"model\.options\.levels=True must be an integer"),
+        (["model.options.features=abc"], r"model\.options\.features='abc' must be an integer"),
+        (
+            ["model.options.norm=nope"],
+            r"model\.options\.norm='nope' is not accepted; use one of 'batch', 'group', 'none'",
+        ),
+        (["model.options.levels=0"], r"model\.options\.levels=0 must be >= 1"),
+        (["model.options.bn_momentum=2"], r"model\.options\.bn_momentum=2(\.0)? must be <= 1"),
+        (
+            ["model.name=LeNet", "model.options={activation: swish}"],
+            r"model\.options\.activation='swish' is not accepted; use one of 'sigmoid'",
+        ),
+        (
+            ["model.name=LeNet", "model.options={strides: [1, 2]}"],
+            r"model\.options\.strides=\[1, 2\] has 2 entries but features=\[12, 12, 12\]",
+        ),
+        (
+            ["model.name=DenseNet3DTiny", "model.options={block_config: [1, true]}"],
+            r"model\.options\.block_config\[1\]=True must be an integer",
+        ),
+        (
+            ["data.options.colour=1"],
+            r"unknown key 'data\.options\.colour'; data set 'synthetic_chest_ct' accepts .*"
+            r"image_size",
+        ),
+        (["data.options.image_size=abc"], r"data\.options\.image_size='abc' must be an integer"),
+        (["data.options.image_size=true"], r"data\.options\.image_size=True must be an integer"),
+        (["data.options.image_size=20"], r"data\.options\.image_size=20 must be a multiple of 8"),
+        (
+            ["data.options.profiles=nope"],
+            r"data\.options\.profiles='nope' is not a preset; use one of .*quickstart",
+        ),
+        (
+            ["data.options.profiles=[{num_patients: 0}]"],
+            r"data\.options\.profiles\[0\]\.num_patients=0 must be >= 1",
+        ),
+        (
+            ["data.options.profiles=[{num_patient: 3}]"],
+            r"unknown key 'data\.options\.profiles\[0\]\.num_patient'.*num_patients",
+        ),
+        (
+            ["data.options.task=detect"],
+            r"data\.options\.task='detect' is not accepted; use one of 'segmentation'",
+        ),
+        (["data.options.split=random"], r"data\.options\.split='random' is not accepted"),
+        (["data.options.num_folds=1"], r"data\.options\.num_folds=1 must be >= 2"),
+        (["data.options.slab_gap=1"], r"data\.options\.slab_gap=1 must be a boolean"),
+        (
+            ["data.name=real_ct", "data.options={task: classification, label: x}"],
+            r"data\.options\.label='x' is not accepted; use one of 'cranial', 'tumour'",
+        ),
+        (
+            ["data.name=real_ct", "data.options={label: tumour}"],
+            r"data\.options\.label needs data\.options\.task=classification",
+        ),
+        (
+            ["data.name=covid_ct_seg", "data.options={size: 64}"],
+            r"data\.options\.manual_dir is required",
+        ),
+        (
+            ["data.name=covid_ct_seg", "data.options={manual_dir: /nowhere, axis: w}"],
+            r"data\.options\.axis='w' is not accepted; use one of 'x', 'y', 'z'",
+        ),
+        (
+            ["data.name=rad_chestct", "data.options={manual_dir: /nowhere, crop: 1}"],
+            r"data\.options\.crop=1 must be a boolean",
+        ),
+        (
+            ["overrides.pppml.secure.preset=nope"],
+            r"overrides\.pppml\.secure\.preset='nope': bfv presets are \['compact', 'wide'\]",
+        ),
+        (
+            ["overrides.pppml.secure.bits=99"],
+            r"overrides\.pppml\.secure\.bits=99: bfv plaintext modulus needs 16 to 40 bits",
+        ),
+        (
+            ["overrides.pppml.secure={backend: ckks, mask_bits: 20}"],
+            r"overrides\.pppml\.secure\.mask_bits=20: ckks needs bits\+8 to 46",
+        ),
+        (
+            ["overrides.pppml.secure={backend: plain, bits: 4}"],
+            r"overrides\.pppml\.secure\.bits=4: plain needs an integer in \[8, 62\]",
+        ),
+        (
+            ["overrides.pppml.secure.rotate_every=0"],
+            r"overrides\.pppml\.secure\.rotate_every=0 must be null or >= 1",
+        ),
+    ],
+)
+def test_option_values_are_checked_at_load(tmp_path, monkeypatch, overrides, message):
+    import pppml_jax.data.loading as loading
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("config validation read data")
+
+    monkeypatch.setattr(loading, "load_federation", no_data)
+    for name in loading.LOADERS:
+        monkeypatch.setitem(loading.LOADERS, name, no_data)
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data: {name: synthetic_chest_ct}\nmodel: {name: UNet2D}\n"
+        "algorithms: [fedavg, pppml]\noverrides: {pppml: {secure: {backend: bfv}}}\n"
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
+
+
+def test_good_option_values_load():
+    config = load_config(
+        Path(__file__).parents[2] / "configs" / "quickstart.yaml",
+        [
+            "model.options={features: 4, levels: 2, norm: batch, bn_momentum: 0.99}",
+            "data.options.image_size=32",
+            "data.options.val_fraction=0.25",
+            "data.options.profiles=[{num_patients: 3}, {num_patients: 4, matrix: 16}]",
+            "overrides.pppml.secure={backend: bfv, preset: wide, max_parties: 16}",
+        ],
+    )
+    assert config.model.options["levels"] == 2 and config.data.options["image_size"] == 32
+    assert config.federation_fields("pppml")["secure"]["preset"] == "wide"
+    lenet = validate(
+        {
+            **BASE,
+            "model": {
+                "name": "LeNet",
+                "options": {"features": [4, 4], "strides": [1, 2], "init_range": None},
+            },
+        }
+    )
+    assert tuple(build_model(lenet.model, num_classes=2).strides) == (1, 2)
+    real = validate(
+        {
+            **BASE,
+            "data": {
+                "name": "real_ct",
+                "options": {"task": "classification", "label": "tumour", "profiles": "identical"},
+            },
+        }
+    )
+    assert real.data.options["label"] == "tumour"

@@ -42,6 +42,22 @@ def test_missing_keys_take_defaults():
         ),
         ("views.backend_options={clipp: 1}", r"unknown key 'views\.backend_options\.clipp'"),
         ("views.backend_options={preset: 3}", r"views\.backend_options\.preset=3 must be a string"),
+        (
+            "views.backend_options={preset: nope}",
+            r"views\.backend_options\.preset='nope': bfv presets are \['compact', 'wide'\]",
+        ),
+        (
+            "views.backend_options={bits: 99}",
+            r"views\.backend_options\.bits=99: bfv plaintext modulus needs 16 to 40 bits",
+        ),
+        (
+            "views.backend_options={rotate_every: 0}",
+            r"views\.backend_options\.rotate_every=0 must be null or >= 1",
+        ),
+        (
+            "data.synthetic.profiles=nope",
+            r"data\.synthetic\.profiles='nope' is not a preset; use one of .*quickstart",
+        ),
         ("views.clients=2", r"views\.clients=2 must be >= 3"),
         ("views.weights=[1, 2]", r"views\.weights has 2 entries for views\.clients=3"),
         ("reference.datasets=[mnist]", r"reference\.datasets='mnist' is not accepted"),
@@ -54,3 +70,17 @@ def test_missing_keys_take_defaults():
 def test_bad_values_are_refused_with_their_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_attack_config(SHIPPED, [override])
+
+
+def test_good_backend_options_and_profiles_load():
+    config = load_attack_config(
+        SHIPPED,
+        [
+            "views.backend_options={preset: wide, max_parties: 16}",
+            "data.synthetic.profiles=identical",
+        ],
+    )
+    assert config.views.backend_options == {"preset": "wide", "max_parties": 16}
+    assert config.data.synthetic.profiles == "identical"
+    plain = load_attack_config(SHIPPED, ["views.backend=plain", "views.backend_options={bits: 16}"])
+    assert plain.views.backend_options == {"bits": 16}
