@@ -175,7 +175,9 @@ def test_dropout_reforms_ring_or_aborts(aggregators, case):
     updates = [random_tree(rng, SHAPES_A) for _ in range(n)]
     weights = [1, 2, 3, 4, 5]
     # Round 0: ring 0 1 2 3 4; client 3 goes offline before message 1 (it has not received).
-    kw = {"pairwise": False}  # pairwise masks skip the dropout instead (test_pairwise.py)
+    # pairwise masks skip the dropout instead: test_threat_model.py::
+    # test_dropout_is_recovered_from_t_shares_without_restarting
+    kw = {"pairwise": False}
     res = agg.aggregate(
         updates, weights, round_index=0, faults=[sec.Dropout(client=3, hop=1)], **kw
     )

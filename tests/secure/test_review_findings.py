@@ -101,7 +101,7 @@ def test_round_index_is_required(big_updates):
 
 
 # ------------------------------------------------------------------ 3. replays, reorderings
-@pytest.mark.parametrize("case", ["plain", "bfv", "ckks-lean"])
+@pytest.mark.parametrize("case", ["plain", "bfv", "ckks-lean", "ckks-paper", "concrete"])
 def test_replays_from_another_call_or_position_are_refused(aggregators, case):
     rng = np.random.default_rng(1)
     updates = [random_tree(rng, SHAPES_A) for _ in range(4)]
