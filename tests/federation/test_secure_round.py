@@ -92,3 +92,28 @@ def test_a_reformed_ring_averages_the_remaining_clients():
         *deltas,
     )
     assert max_abs_diff(jax.device_get(state.params), expected) <= info.secure["error_bound"] + 1e-6
+
+
+def test_clipping_in_pj_federation_run_is_counted_warned_and_inside_the_error_bound():
+    import pppml_jax as pj
+
+    kw = {"rounds": 1, "seed": 3, **COMMON}
+    reference = pj.federation.run(logistic_loss, PARAMS, TRAIN, algorithm="perfedavg", **kw)
+    with pytest.warns(secure.ClippingWarning, match=r"beyond clip=0.001 were clipped"):
+        history = pj.federation.run(
+            logistic_loss,
+            PARAMS,
+            TRAIN,
+            algorithm="pppml",
+            secure={"backend": "plain", "clip": 1e-3},
+            **kw,
+        )
+    (record,) = history.rounds
+    stats = record.secure
+    assert stats["clipped"] > 0 and stats["clip_excess"] > 0
+    assert stats["clipping_bound"] > 0
+    assert stats["error_bound"] >= stats["clipping_bound"]
+    err = max_abs_diff(jax.device_get(history.params), jax.device_get(reference.params))
+    # clipping moved the model well beyond the quantisation error, and the record says so
+    assert stats["error_bound"] - stats["clipping_bound"] < 1e-6 < err
+    assert err <= stats["error_bound"] + 1e-6
