@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import logging
 import os
 import threading
 import types
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 _MAX_DEPTH = 12
 _MAX_ENTRIES = 64
@@ -118,17 +120,69 @@ def algorithm_key(algorithm: Any) -> tuple:
     return ("algorithm", names, fingerprint(fields))
 
 
+_MAP_FRACTION = 0.5
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """``(memory maps this process holds, the kernel's per-process limit)``, or None off Linux.
+
+    XLA:CPU maps the machine code of every compiled kernel separately (about 1,000 maps for
+    one DenseNet3D gradient program), and Linux refuses new maps past ``vm.max_map_count``
+    (65,530 by default): LLVM then fails with "Cannot allocate memory" and the process dies,
+    however much RAM is free.
+    """
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        count = 0
+        with open("/proc/self/maps", "rb") as f:
+            while chunk := f.read(1 << 20):
+                count += chunk.count(b"\n")
+    except (OSError, ValueError):
+        return None
+    return count, limit
+
+
+def release_if_near_map_limit(fraction: float = _MAP_FRACTION) -> bool:
+    """Drops every shared program and JAX's caches when the maps pass ``fraction`` of the limit.
+
+    Programs still referenced elsewhere (a live Federation) survive; the rest compile again
+    when next used. Results never change, only compile time. Returns whether it released.
+    """
+    usage = memory_maps()
+    if usage is None or usage[0] <= fraction * usage[1]:
+        return False
+    import gc
+
+    import jax
+
+    clear()
+    jax.clear_caches()
+    gc.collect()
+    after = memory_maps()
+    logger.info(
+        "released compiled programs: %d of %d memory maps in use, %s after",
+        usage[0],
+        usage[1],
+        after[0] if after else "?",
+    )
+    return True
+
+
 def shared(kind: str, key: tuple, build: Callable[[], T]) -> T:
     """The object cached under ``(kind, key)``, built by ``build()`` on a miss.
 
     The last 64 entries are kept (least recently used dropped first); each holds its jitted
-    programs and, through them, JAX's compiled executables.
+    programs and, through them, JAX's compiled executables. Before a miss builds, every shared
+    program is released if the process holds more than half the memory maps Linux allows
+    (:func:`release_if_near_map_limit`): a long benchmark of many algorithms on a 3-D model
+    otherwise runs out of maps and crashes.
     """
     full = (kind, key)
     with _lock:
         if full in _cache:
             _cache.move_to_end(full)
             return _cache[full]
+    release_if_near_map_limit()
     value = build()
     with _lock:
         value = _cache.setdefault(full, value)

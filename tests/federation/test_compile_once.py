@@ -161,3 +161,23 @@ def test_persistent_cache_serves_a_second_process(tmp_path):
     assert hits(0, 0.1) == 0
     assert any((tmp_path / "xla").iterdir())
     assert hits(1, 0.3) > 0
+
+
+def test_programs_are_released_near_the_kernels_memory_map_limit(monkeypatch):
+    usage = compilation.memory_maps()
+    if usage is not None:  # Linux: real counts
+        assert 0 < usage[0] < usage[1]
+    compilation.clear()
+    for i in range(3):
+        compilation.shared("probe", (i,), lambda: object())
+    assert compilation.cache_size() == 3
+    monkeypatch.setattr(compilation, "memory_maps", lambda: (40, 100))  # below half
+    compilation.shared("probe", (3,), lambda: object())
+    assert compilation.cache_size() == 4
+    kept = compilation.shared("probe", (0,), lambda: object())  # a hit never releases
+    monkeypatch.setattr(compilation, "memory_maps", lambda: (60, 100))
+    assert compilation.shared("probe", (0,), lambda: object()) is kept
+    assert compilation.cache_size() == 4
+    fresh = compilation.shared("probe", (4,), lambda: "built")  # a miss above half releases
+    assert fresh == "built" and compilation.cache_size() == 1
+    compilation.clear()
