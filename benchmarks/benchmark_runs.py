@@ -7,9 +7,9 @@ results: the sweep values are fixed below, before any run.
 
 Run directories (checkpoints, figures, event files) are large and not kept in git. So that
 EXPERIMENTS.md can be rebuilt and checked from the repository alone, each finished run's
-results.json and run.json (tens of kB) are also copied to ``--archive``
-(benchmarks/experiments/<name>/ by default, tracked), together with plan.json; the report
-reads that folder.
+results.json and run.json (up to about 1 MB) are also copied to ``--archive``
+(``make benchmark`` passes the tracked benchmarks/experiments/), together with plan.json; the
+report reads that folder.
 
 The sweeps answer "when does federating pay" on the segmentation federation
 (configs/benchmark/seg_ct_small.yaml, its algorithms and validation search), changing one knob
@@ -164,16 +164,17 @@ def execute(run: dict, timeout: float | None) -> int:
     return rc
 
 
-def archive_run(run: dict, archive: Path) -> None:
-    """Copies a finished run's results.json and run.json to ``archive / name``.
+def archive_run(run: dict, archive: Path, returncode: int) -> None:
+    """Copies a successful run's results.json and run.json to ``archive / name``.
 
-    A run that wrote no results.json (it failed or timed out) leaves the archived pair of an
-    earlier run untouched and adds its run.json as ``failed-run.json``, so a crash never erases
-    evidence and a table never shows one run's numbers with another run's date.
+    A run that failed or timed out (``returncode`` not 0; a results.json left in its folder
+    may be an earlier run's) leaves the archived pair of an earlier run untouched and adds its
+    run.json as ``failed-run.json``, so a crash never erases evidence and a table never shows
+    one run's numbers with another run's date.
     """
     out, dest = Path(run["out"]), archive / run["name"]
     dest.mkdir(parents=True, exist_ok=True)
-    if (out / "results.json").is_file():
+    if returncode == 0 and (out / "results.json").is_file():
         shutil.copyfile(out / "results.json", dest / "results.json")
         shutil.copyfile(out / "run.json", dest / "run.json")
         (dest / "failed-run.json").unlink(missing_ok=True)
@@ -192,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument(
         "--archive",
-        default=str(ROOT / "benchmarks" / "experiments"),
-        help="where each run's results.json and run.json are copied (tracked); '' for none",
+        default="",
+        help="where each run's results.json and run.json are copied (`make benchmark`: the "
+        "tracked benchmarks/experiments); default: nowhere, so trial runs never replace them",
     )
     args = parser.parse_args(argv)
     runs = [
@@ -212,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         print(shlex.join(command(run)), flush=True)
         if args.run:
-            failed += execute(run, args.timeout) != 0
+            rc = execute(run, args.timeout)
+            failed += rc != 0
             if archive is not None:
-                archive_run(run, archive)
+                archive_run(run, archive, rc)
     return 1 if failed else 0
 
 

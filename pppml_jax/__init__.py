@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pppml_jax.algorithms import fedavg_step, perfedavg_step, personalize
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _SUBPACKAGES = (
     "algorithms",

@@ -68,10 +68,11 @@ def _limits() -> dict[str, dataclasses.Field]:
     from pppml_jax.models import ACTIVATIONS
     from pppml_jax.models._norm import NORMS
 
-    positive = ("num_classes", "features", "levels", "strides", "growth_rate", "bn_size")
+    positive = ("num_classes", "features", "strides", "growth_rate", "bn_size")
+    non_negative = ("levels", "hidden", "head_hidden", "block_config", "init_range")
     return {
         **{k: option(min=1) for k in (*positive, "init_features")},
-        **{k: option(min=0) for k in ("hidden", "head_hidden", "block_config", "init_range")},
+        **{k: option(min=0) for k in non_negative},  # UNet2D(levels=0) builds and runs
         **{k: option(min=0.0, max=1.0) for k in ("bn_momentum", "head_dropout")},
         "norm": option(choices=NORMS),
         "activation": option(choices=tuple(ACTIVATIONS)),
@@ -123,7 +124,7 @@ def _data_schema(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, A
     types_: dict[str, Any] = {
         k: split["method" if k == "split" else k] for k in loading.SPLIT_OPTIONS
     }
-    types_.update(data_dir=str, rebuild=bool)
+    types_.update(data_dir=str | None, rebuild=bool)  # None: the default data directory
     limits = {"split": option(choices=METHODS), "task": option(choices=tuple(DEFAULTS))}
     defaults: dict[str, Any] = {}
     if name == "synthetic_chest_ct":

@@ -82,6 +82,9 @@ def check_backend_options(backend: str, options: Mapping[str, Any], key: str) ->
         pass
     except InvalidOptionError as err:  # the backends name the option first: "preset='x': ..."
         raise ConfigError(f"{key}.{err}") from err
+    except RuntimeError as err:  # e.g. TenSEAL: no batching prime of `bits` for the degree
+        given = ", ".join(f"{k}={options[k]!r}" for k in sorted(options) if k in names)
+        raise ConfigError(f"{key}: backend {backend!r} refuses {given}: {err}") from err
 
 
 def parse_secure(value: Any, key: str) -> SecureConfig | None:

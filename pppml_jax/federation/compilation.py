@@ -142,14 +142,24 @@ def memory_maps() -> tuple[int, int] | None:
     return count, limit
 
 
-def release_if_near_map_limit(fraction: float = _MAP_FRACTION) -> bool:
-    """Drops every shared program and JAX's caches when the maps pass ``fraction`` of the limit.
+_released_at: list[int] = []  # the map count after the last release (none yet: empty)
 
-    Programs still referenced elsewhere (a live Federation) survive; the rest compile again
-    when next used. Results never change, only compile time. Returns whether it released.
+
+def release_if_near_map_limit(fraction: float = _MAP_FRACTION) -> bool:
+    """Drops every shared program and JAX's compiled executables when maps run short.
+
+    Releases when the process holds more than ``fraction`` of the kernel's memory-map limit,
+    or, after an earlier release that left ``a`` maps in use, more than ``a`` plus ``fraction``
+    of what was then left (so programs that stay alive never make every later build release
+    again). Every jitted function, a live Federation's included, compiles again when next
+    called; results never change, only compile time. Returns whether it released.
     """
     usage = memory_maps()
-    if usage is None or usage[0] <= fraction * usage[1]:
+    if usage is None:
+        return False
+    count, limit = usage
+    floor = _released_at[-1] if _released_at else 0
+    if count <= floor + fraction * (limit - floor):
         return False
     import gc
 
@@ -159,11 +169,12 @@ def release_if_near_map_limit(fraction: float = _MAP_FRACTION) -> bool:
     jax.clear_caches()
     gc.collect()
     after = memory_maps()
+    _released_at[:] = [after[0] if after else count]
     logger.info(
-        "released compiled programs: %d of %d memory maps in use, %s after",
-        usage[0],
-        usage[1],
-        after[0] if after else "?",
+        "released compiled programs: %d of %d memory maps in use, %d after",
+        count,
+        limit,
+        _released_at[0],
     )
     return True
 

@@ -221,7 +221,7 @@ def test_shared_per_fedavg_options_are_not_passed_to_algorithms_without_them():
             ["model.options.norm=nope"],
             r"model\.options\.norm='nope' is not accepted; use one of 'batch', 'group', 'none'",
         ),
-        (["model.options.levels=0"], r"model\.options\.levels=0 must be >= 1"),
+        (["model.options.levels=-1"], r"model\.options\.levels=-1 must be >= 0"),
         (["model.options.bn_momentum=2"], r"model\.options\.bn_momentum=2(\.0)? must be <= 1"),
         (
             ["model.name=LeNet", "model.options={activation: swish}"],
@@ -298,6 +298,10 @@ def test_shared_per_fedavg_options_are_not_passed_to_algorithms_without_them():
             ["overrides.pppml.secure={backend: plain, bits: 4}"],
             r"overrides\.pppml\.secure\.bits=4: plain needs an integer in \[8, 62\]",
         ),
+        (  # TenSEAL raises a RuntimeError: no 16-bit batching prime for N = 8192
+            ["overrides.pppml.secure={backend: bfv, poly_modulus_degree: 8192, bits: 16}"],
+            r"overrides\.pppml\.secure: backend 'bfv' refuses bits=16, poly_modulus_degree=8192",
+        ),
         (
             ["overrides.pppml.secure.rotate_every=0"],
             r"overrides\.pppml\.secure\.rotate_every=0 must be null or >= 1",
@@ -328,6 +332,7 @@ def test_good_option_values_load():
         [
             "model.options={features: 4, levels: 2, norm: batch, bn_momentum: 0.99}",
             "data.options.image_size=32",
+            "data.options.data_dir=null",  # the loader's default directory
             "data.options.val_fraction=0.25",
             "data.options.profiles=[{num_patients: 3}, {num_patients: 4, matrix: 16}]",
             "overrides.pppml.secure={backend: bfv, preset: wide, max_parties: 16}",

@@ -62,19 +62,19 @@ def test_archive_keeps_a_consistent_pair(tmp_path):
     out.mkdir(parents=True)
     (out / "results.json").write_text('{"seeds": [0]}')
     (out / "run.json").write_text('{"returncode": 0, "started": "day 1"}')
-    benchmark_runs.archive_run(run, archive)
+    benchmark_runs.archive_run(run, archive, 0)
     assert json.loads((dest / "results.json").read_text()) == {"seeds": [0]}
-    # a later run that fails writes no results.json: the earlier pair stays as it was
-    (out / "results.json").unlink()
+    # a later run that fails (a stale results.json may stay in its folder): the pair stays
+    (out / "results.json").write_text('{"stale": true}')
     (out / "run.json").write_text('{"returncode": 1, "started": "day 2"}')
-    benchmark_runs.archive_run(run, archive)
+    benchmark_runs.archive_run(run, archive, 1)
     assert json.loads((dest / "results.json").read_text()) == {"seeds": [0]}
     assert json.loads((dest / "run.json").read_text())["started"] == "day 1"
     assert json.loads((dest / "failed-run.json").read_text())["returncode"] == 1
     # and a good run replaces the pair and clears the failure
     (out / "results.json").write_text('{"seeds": [0, 1]}')
     (out / "run.json").write_text('{"returncode": 0, "started": "day 3"}')
-    benchmark_runs.archive_run(run, archive)
+    benchmark_runs.archive_run(run, archive, 0)
     assert json.loads((dest / "run.json").read_text())["started"] == "day 3"
     assert not (dest / "failed-run.json").exists()
 

@@ -167,6 +167,7 @@ def test_programs_are_released_near_the_kernels_memory_map_limit(monkeypatch):
     usage = compilation.memory_maps()
     if usage is not None:  # Linux: real counts
         assert 0 < usage[0] < usage[1]
+    monkeypatch.setattr(compilation, "_released_at", [])
     compilation.clear()
     for i in range(3):
         compilation.shared("probe", (i,), lambda: object())
@@ -180,4 +181,12 @@ def test_programs_are_released_near_the_kernels_memory_map_limit(monkeypatch):
     assert compilation.cache_size() == 4
     fresh = compilation.shared("probe", (4,), lambda: "built")  # a miss above half releases
     assert fresh == "built" and compilation.cache_size() == 1
+    # 60 maps stayed in use: the next release waits for half of the 40 left (above 80), so
+    # programs that stay alive do not make every later build release again
+    monkeypatch.setattr(compilation, "memory_maps", lambda: (75, 100))
+    compilation.shared("probe", (5,), lambda: object())
+    assert compilation.cache_size() == 2
+    monkeypatch.setattr(compilation, "memory_maps", lambda: (85, 100))
+    compilation.shared("probe", (6,), lambda: object())
+    assert compilation.cache_size() == 1
     compilation.clear()
