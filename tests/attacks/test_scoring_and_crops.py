@@ -117,9 +117,9 @@ def test_a_partial_mapping_config_reaches_the_attack_with_defaults_filled_in():
     # evaluate()'s mapping path: the typed config fills the defaults and keeps free-form
     # backend options; attack_options turns its to_dict() into idlg's keyword options.
     cfg = attack_config(
-        {"attack": {"steps": 5}, "views": {"backend_options": {"preset": "lean"}}}
+        {"attack": {"steps": 5}, "views": {"backend_options": {"preset": "wide"}}}
     ).to_dict()
-    assert cfg["views"]["backend_options"] == {"preset": "lean"}
+    assert cfg["views"]["backend_options"] == {"preset": "wide"}
     opts = attack_options(cfg)
     assert opts["steps"] == 5 and opts["restarts"] == 1 and opts["max_move"] == 0.5
     assert set(opts) == set(cfg["attack"])
